@@ -1,0 +1,1 @@
+"""Video generators: the embedded no-weights `kenburns` preview and the AI models."""

@@ -1,0 +1,1 @@
+"""Post-processing stages (clip -> clip) and chains of them."""

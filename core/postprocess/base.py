@@ -1,0 +1,29 @@
+"""The interface every post-processing stage implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Mapping, Sequence
+
+from ..clip import Clip
+from ..params import ParamSpec
+from ..progress import Progress
+
+
+class Stage(ABC):
+    """One post-processing step: takes a clip, returns a new clip (never mutates its input).
+
+    role is "denoise" or "upscale"; chains like "denoise+upscale" resolve each role to the
+    stage the user picked for it.
+    """
+
+    name: str = ""  # registry name, e.g. "nlmeans", "lanczos", "fastdvdnet", "upscale-a-video"
+    label: str = ""
+    role: str = ""  # "denoise" | "upscale"
+
+    def param_specs(self) -> Sequence[ParamSpec]:
+        return ()
+
+    @abstractmethod
+    def process(self, clip: Clip, params: Mapping[str, Any], progress: Progress) -> Clip:
+        """Return the processed clip. `params` are resolved against `param_specs()`."""

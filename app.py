@@ -1,0 +1,137 @@
+"""CamI2V Studio: start the dashboard.
+
+    python app.py                       # http://127.0.0.1:7860, embedded default, no weights needed
+    python app.py --port 7861 --auth me:secret --device cuda --dtype bf16
+
+No model is loaded at start-up (unless --preload names some); the port is exact (an SSH tunnel
+depends on it), so a taken port is an error, not a silent move to the next one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import socket
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="CamI2V Studio dashboard")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: loopback only)")
+    p.add_argument("--port", type=int, default=7860, help="port to bind; fails if taken (default 7860)")
+    p.add_argument("--models", default=str(ROOT / "models.json"), help="model registry (default models.json)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--outputs", default=str(ROOT / "outputs"), help="folder for runs (default outputs/)")
+    p.add_argument("--auth", default=None, help="user:password, or a file with one user:password per line")
+    p.add_argument("--root-path", default=None, help="URL prefix when served behind a reverse proxy")
+    p.add_argument("--share", action="store_true", help="create a public gradio.live link (needs --auth)")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow a non-loopback bind or --share without --auth (anyone who can reach it can use it)")
+    p.add_argument("--preload", default="", help="comma-separated model names to load at start-up")
+    p.add_argument("--max-queue", type=int, default=32, help="most jobs waiting in the GPU queue")
+    return p.parse_args(argv)
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_auth(spec: str | None) -> list[tuple[str, str]] | None:
+    """`user:password` or a file of such lines (comments with #). None when not given."""
+    if not spec:
+        return None
+    path = Path(spec).expanduser()
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else [spec]
+    pairs = []
+    for i, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        user, sep, password = line.partition(":")
+        if not sep or not user or not password:
+            where = f"{path}, line {i}" if path.is_file() else "--auth"
+            raise SystemExit(f"error: {where}: expected user:password")
+        pairs.append((user, password))
+    if not pairs:
+        raise SystemExit(f"error: --auth {spec}: no user:password found")
+    return pairs
+
+
+def check_security(args: argparse.Namespace, auth) -> None:
+    if auth or args.insecure:
+        return
+    if not is_loopback(args.host):
+        raise SystemExit(
+            f"error: refusing to listen on {args.host} without --auth: every other user of this network "
+            "could use the dashboard. Add --auth user:password, bind 127.0.0.1 and use an SSH tunnel, "
+            "or pass --insecure if you really mean it."
+        )
+    if args.share:
+        raise SystemExit("error: refusing --share without --auth (a public link). Add --auth user:password, "
+                         "or pass --insecure if you really mean it.")
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail with a clear message when the port is taken; an SSH tunnel depends on the exact port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise SystemExit(
+                f"error: port {port} on {host} is not free ({exc.strerror}). Stop whatever uses it "
+                f"(`lsof -i :{port}`) or start with --port N and tunnel that port instead."
+            ) from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    auth = read_auth(args.auth)
+    check_security(args, auth)
+    check_port(args.host, args.port)
+
+    from core.service import Studio, StudioSettings
+    from ui import build_ui
+
+    studio = Studio(StudioSettings(
+        root=ROOT,
+        models=Path(args.models),
+        outputs=Path(args.outputs),
+        device=args.device,
+        dtype=args.dtype,
+        preload=tuple(n for n in args.preload.split(",") if n.strip()),
+    ))
+    for warning in studio.startup_messages():
+        print("warning:", warning, file=sys.stderr)
+    demo, launch_kwargs = build_ui(studio)
+    demo.queue(max_size=args.max_queue, default_concurrency_limit=1)
+    print(f"CamI2V Studio on http://{args.host}:{args.port}{args.root_path or ''}/")
+    if is_loopback(args.host):
+        print(f"From your laptop: ssh -L {args.port}:localhost:{args.port} USER@{socket.gethostname()} "
+              f"then open http://localhost:{args.port}/")
+    studio.preload_models()
+    demo.launch(
+        server_name=args.host,
+        server_port=args.port,
+        auth=auth,
+        root_path=args.root_path,
+        share=args.share,
+        show_error=True,
+        ssr_mode=False,
+        **launch_kwargs,
+    )
+
+
+if __name__ == "__main__":
+    main()

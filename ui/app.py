@@ -1,0 +1,604 @@
+"""The Gradio Blocks dashboard. Layout and wiring only: every action calls the `Studio` service.
+
+All device work (caption, generate, post-process, model downloads that load) shares one queue
+(`concurrency_id="gpu"`, limit 1), so jobs from several browser sessions run one at a time and
+each session sees its place in the line.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+from PIL import Image, ImageDraw
+
+from core import camera as cam
+from core import metrics as metriclib
+from core.errors import StudioError
+from core.params import ParamSpec
+from core.postprocess.chains import STANDARD_CHAINS
+from core.service import CameraSpec, JobRequest, Studio
+
+from .figures import camera_figure, metric_figure
+from .players import SYNC_JS, Player, players_html
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+GPU = "gpu"  # the one concurrency id of every event that uses the device
+MODES = ("Preset", "Keyframes", "Waypoints", "File")
+KF_HEADERS = ["time", "x", "y", "z", "yaw", "pitch", "roll"]
+CHAIN_HELP = {
+    "none": "the generator's clip as it is",
+    "denoise": "denoise only",
+    "upscale": "upscale only",
+    "denoise+upscale": "denoise, then upscale",
+    "upscale+denoise": "upscale, then denoise",
+}
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+def cover_box(w: int, h: int, tw: int, th: int) -> tuple[float, float, float, float]:
+    """The centred crop (x0, y0, x1, y1) of a w x h photo that covers a tw x th frame."""
+    scale = max(tw / w, th / h)
+    cw, ch = tw / scale, th / scale
+    x0, y0 = (w - cw) / 2, (h - ch) / 2
+    return x0, y0, x0 + cw, y0 + ch
+
+
+def framing_preview(image: np.ndarray | None, width: int, height: int,
+                    waypoints: list[tuple[float, float]]) -> np.ndarray | None:
+    """The photo dimmed outside the model's crop, with the clicked waypoints drawn in order."""
+    if image is None:
+        return None
+    h, w = image.shape[:2]
+    scale = min(1.0, 960 / max(w, h))
+    im = Image.fromarray(image)
+    if scale < 1:
+        im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
+    x0, y0, x1, y1 = (v * scale for v in cover_box(w, h, width, height))
+    arr = np.asarray(im).astype(np.float32)
+    mask = np.full(arr.shape[:2], 0.45, np.float32)
+    mask[int(round(y0)):int(round(y1)), int(round(x0)):int(round(x1))] = 1.0
+    im = Image.fromarray((arr * mask[..., None]).astype(np.uint8))
+    d = ImageDraw.Draw(im)
+    d.rectangle([x0, y0, x1 - 1, y1 - 1], outline=(255, 255, 255), width=2)
+    pts = [(x0 + (x1 - x0) * u, y0 + (y1 - y0) * v) for u, v in waypoints]
+    start = ((x0 + x1) / 2, (y0 + y1) / 2)
+    if pts:
+        d.line([start] + pts, fill=(255, 200, 0), width=3)
+    for k, (px, py) in enumerate(pts, 1):
+        d.ellipse([px - 9, py - 9, px + 9, py + 9], fill=(255, 200, 0), outline=(0, 0, 0))
+        d.text((px - 3, py - 6), str(k), fill=(0, 0, 0))
+    return np.asarray(im)
+
+
+def spec_component(spec: ParamSpec, visible: bool = True):
+    """A gradio control for one ParamSpec."""
+    label = spec.label or spec.name
+    if spec.kind == "bool":
+        return gr.Checkbox(value=bool(spec.default), label=label, info=spec.help or None)
+    if spec.kind == "choice":
+        return gr.Dropdown(choices=list(spec.choices), value=spec.default, label=label, info=spec.help or None)
+    if spec.kind == "str":
+        return gr.Textbox(value=str(spec.default), label=label, info=spec.help or None, lines=2)
+    if spec.minimum is not None and spec.maximum is not None and spec.maximum - spec.minimum <= 10000:
+        step = spec.step or (1 if spec.kind == "int" else (spec.maximum - spec.minimum) / 100)
+        return gr.Slider(spec.minimum, spec.maximum, value=spec.default, step=step, label=label,
+                         info=spec.help or None)
+    return gr.Number(value=spec.default, label=label, info=spec.help or None,
+                     precision=0 if spec.kind == "int" else None)
+
+
+def _error(exc: BaseException) -> gr.Error:
+    if isinstance(exc, StudioError):
+        return gr.Error(str(exc), print_exception=False)
+    traceback.print_exc(file=sys.stderr)
+    return gr.Error(f"Unexpected error ({type(exc).__name__}: {exc}). Details are in the server log.")
+
+
+def _keyframe_rows(path: cam.CameraPath, n: int = 5) -> list[list[float]]:
+    rows = []
+    for kf in cam.keyframes_from_path(path, n):
+        rows.append([round(kf.time, 4), *(round(v, 4) for v in kf.position),
+                     round(kf.yaw, 3), round(kf.pitch, 3), round(kf.roll, 3)])
+    return rows
+
+
+def _rows_to_keyframes(rows: Any) -> tuple[dict[str, Any], ...]:
+    if rows is None:
+        return ()
+    values = rows.values.tolist() if hasattr(rows, "values") else list(rows)
+    out = []
+    for k, row in enumerate(values, 1):
+        cells = [c for c in row]
+        if all(c in (None, "") or (isinstance(c, float) and np.isnan(c)) for c in cells):
+            continue
+        try:
+            t, x, y, z, yaw, pitch, roll = (float(c) if c not in (None, "") else 0.0 for c in cells[:7])
+        except (TypeError, ValueError):
+            raise StudioError(f"Keyframe row {k}: every cell must be a number.") from None
+        out.append({"time": t, "position": [x, y, z], "yaw": yaw, "pitch": pitch, "roll": roll})
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------------------------- the UI
+
+def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
+    """Lay out the dashboard over `studio`; returns the Blocks and the launch() keywords."""
+    generators = studio.model_infos("generator")
+    denoisers = studio.model_infos("denoiser")
+    upscalers = studio.model_infos("upscaler")
+    default_model = studio.default_generator()
+    infos = {i.name: i for i in generators}
+    cap = studio.captioner_status()
+    examples = sorted(str(p) for p in (ASSETS / "examples").glob("*.jpg"))
+
+    def model_size(name: str) -> tuple[int, int]:
+        info = infos.get(name)
+        return (info.width or 512, info.height or 320) if info else (512, 320)
+
+    with gr.Blocks(title="CamI2V Studio") as demo:
+        photo_state = gr.State(None)  # (H, W, 3) uint8 of the current photo
+        waypoints_state = gr.State([])  # normalised clicks inside the crop
+        job_state = gr.State("")
+        results_state = gr.State({"run": None, "chains": {}})
+
+        with gr.Row(elem_classes="header"):
+            gr.Markdown("# CamI2V Studio\nOne interior photo → a camera-controlled walkthrough, "
+                        "post-processed and compared side by side.")
+            gr.Markdown(f"**Device:** {studio.device} · {studio.dtype_name}", elem_classes="device-badge")
+        for msg in studio.startup_messages():
+            gr.Markdown(f"⚠️ {msg}", elem_classes="warning-banner")
+
+        with gr.Tabs() as tabs:
+            # ------------------------------------------------------------------ Create
+            with gr.Tab("Create", id="create"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=5):
+                        photo = gr.Image(label="Interior photo", type="filepath", sources=["upload", "clipboard"],
+                                         height=260, elem_id="photo")
+                        if examples:
+                            gr.Examples(examples=[[e] for e in examples], inputs=[photo], label="Example rooms")
+                        preview = gr.Image(label="Framing at the model's size (click to add waypoints)",
+                                           interactive=False, height=260, elem_id="framing")
+                        with gr.Row():
+                            prompt = gr.Textbox(label="Prompt", lines=2, scale=5, elem_id="prompt",
+                                                placeholder="What the room looks like (AI models use it)")
+                            caption_btn = gr.Button("Caption", scale=1, interactive=cap.available,
+                                                    elem_id="caption-btn")
+                        gr.Markdown(f"Captioner: {cap.reason}" if cap.available else
+                                    f"Caption is unavailable: {cap.reason}", elem_classes="dim")
+                        with gr.Accordion("Caption instructions", open=False):
+                            from core.captioner import DEFAULT_PROMPT
+
+                            caption_prompt = gr.Textbox(value=DEFAULT_PROMPT, label="What to ask the captioner",
+                                                        lines=3)
+                    with gr.Column(scale=5):
+                        model = gr.Dropdown(choices=[(i.display, i.name) for i in generators], value=default_model,
+                                            label="Generator", elem_id="model")
+                        model_note = gr.Markdown(elem_classes="dim")
+                        param_boxes: dict[str, Any] = {}
+                        param_controls: list[tuple[str, ParamSpec, Any]] = []
+                        with gr.Accordion("Generator settings", open=False):
+                            for info in generators:
+                                with gr.Group(visible=info.name == default_model) as box:
+                                    for spec in info.params:
+                                        param_controls.append((info.name, spec, spec_component(spec)))
+                                param_boxes[info.name] = box
+                            with gr.Row():
+                                seed = gr.Number(value=12333, precision=0, label="Seed", minimum=0,
+                                                 maximum=2**32 - 1, scale=4)
+                                dice = gr.Button("🎲", scale=1, min_width=40)
+                            negative = gr.Textbox(label="Negative prompt", lines=2,
+                                                  visible=infos.get(default_model) is not None
+                                                  and infos[default_model].is_ai)
+
+                        with gr.Group():
+                            gr.Markdown("### Camera")
+                            camera_note = gr.Markdown(elem_classes="dim")
+                            cam_mode = gr.Radio(list(MODES), value="Preset", label="Describe the move by",
+                                                elem_id="cam-mode")
+                            with gr.Group(visible=True) as preset_box:
+                                preset = gr.Dropdown(choices=[(p.label, p.id) for p in cam.PRESETS.values()],
+                                                     value="push-in", label="Camera move", elem_id="preset")
+                                preset_desc = gr.Markdown(cam.PRESETS["push-in"].description, elem_classes="dim")
+                                with gr.Row():
+                                    amount = gr.Slider(0.01, 1.0, value=cam.PRESETS["push-in"].default_amount,
+                                                       step=0.01, label="Move amount",
+                                                       info="How much of the full move the clip covers")
+                                    distance = gr.Slider(0.0, 5.0, value=1.0, step=0.05, label="Distance",
+                                                         info="Scales how far the camera travels")
+                                easing = gr.Radio(["linear", "ease-in-out"], value="linear", label="Speed")
+                            with gr.Group(visible=False) as kf_box:
+                                kf_table = gr.Dataframe(headers=KF_HEADERS, datatype=["number"] * 7,
+                                                        column_count=(7, "fixed"), interactive=True,
+                                                        label="Keyframes (position in scene units; angles in degrees)")
+                                kf_fill = gr.Button("Fill from the preset", size="sm")
+                            with gr.Group(visible=False) as wp_box:
+                                gr.Markdown("Click the framing preview to add points the camera travels "
+                                            "through, in order.", elem_classes="dim")
+                                with gr.Row():
+                                    depth = gr.Slider(0.2, 5.0, value=1.0, step=0.1, label="Depth of the points")
+                                    wp_clear = gr.Button("Clear points", size="sm")
+                            with gr.Group(visible=False) as file_box:
+                                cam_file = gr.File(label="RealEstate10K camera file (.txt)", file_types=[".txt"],
+                                                   type="filepath")
+                            camera_plot = gr.Plot(label="Camera path (blue → red over time)", elem_id="camera-plot")
+                            camera_msg = gr.Markdown(elem_classes="warning")
+                            camera_export = gr.DownloadButton("Download camera path (.txt)", size="sm")
+
+                        with gr.Group():
+                            gr.Markdown("### Post-processing chains")
+                            chains = gr.CheckboxGroup(choices=[(f"{c} — {CHAIN_HELP[c]}", c) for c in STANDARD_CHAINS],
+                                                      value=["none", "denoise", "upscale"], label="Compare",
+                                                      elem_id="chains")
+                            custom_chain = gr.Textbox(label="Custom chains (comma-separated)",
+                                                      placeholder="e.g. fastdvdnet+lanczos, lanczos+nlmeans")
+                            with gr.Row():
+                                denoiser = gr.Dropdown(choices=[(i.display, i.name) for i in denoisers],
+                                                       value=next((i.name for i in denoisers if i.available), "nlmeans"),
+                                                       label="Denoise with")
+                                upscaler = gr.Dropdown(choices=[(i.display, i.name) for i in upscalers],
+                                                       value=next((i.name for i in upscalers if i.available), "lanczos"),
+                                                       label="Upscale with")
+                            stage_controls: list[tuple[str, ParamSpec, Any]] = []
+                            with gr.Accordion("Stage settings", open=False):
+                                for info in denoisers + upscalers:
+                                    if not info.params:
+                                        continue
+                                    gr.Markdown(f"**{info.label}**" + (f" — {info.license}" if info.license else ""))
+                                    for spec in info.params:
+                                        stage_controls.append((info.name, spec, spec_component(spec)))
+
+                        with gr.Row():
+                            generate_btn = gr.Button("Generate", variant="primary", elem_id="generate-btn", scale=3)
+                            cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel-btn", scale=1)
+                        status = gr.Markdown(elem_id="status")
+
+                gr.Markdown("## Results")
+                players = gr.HTML(players_html([]), js_on_load=SYNC_JS, elem_id="players")
+                with gr.Row():
+                    variant = gr.Radio([("at each clip's own size", "native"),
+                                        ("at the generator's size (fair for x4 chains)", "common"),
+                                        ("UvA study definitions", "study")], value="native",
+                                       label="Measure temporal consistency", elem_id="variant")
+                with gr.Row():
+                    psnr_plot = gr.Plot(metric_figure({}, "tpsnr"), label="Temporal PSNR", elem_id="psnr-plot")
+                    ssim_plot = gr.Plot(metric_figure({}, "tssim"), label="Temporal SSIM", elem_id="ssim-plot")
+                table = gr.Markdown(elem_id="table")
+                downloads = gr.File(label="Downloads", file_count="multiple", interactive=False)
+                with gr.Accordion("How the metrics are defined", open=False):
+                    gr.Markdown("\n".join(f"- **{k}**: {v}" for k, v in metriclib.DEFINITIONS.items()) +
+                                "\n\nTemporal PSNR/SSIM compare consecutive frames of one clip: higher means "
+                                "steadier, not better. Camera motion itself lowers them, and blur or "
+                                "upscaling raises them, so compare chains at the generator's size.")
+
+            # ------------------------------------------------------------------ Runs
+            with gr.Tab("Runs", id="runs"):
+                gr.Markdown("Every run keeps its own folder with `run.json`, the input photo, every video and "
+                            "the metrics. Pick one to show it in the Create tab.")
+                with gr.Row():
+                    runs_refresh = gr.Button("Refresh", size="sm")
+                    run_pick = gr.Dropdown(label="Run", choices=[], scale=4)
+                    run_open = gr.Button("Show in Create", size="sm")
+                runs_table = gr.Dataframe(headers=["run", "created", "status", "model", "chains", "error"],
+                                          interactive=False, wrap=True)
+
+            # ------------------------------------------------------------------ Models
+            with gr.Tab("Models", id="models"):
+                models_table = gr.Dataframe(headers=["name", "kind", "model", "available", "why not", "licence"],
+                                            interactive=False, wrap=True)
+                with gr.Row():
+                    dl_pick = gr.Dropdown(label="Fetch weights of", choices=[
+                        (e.label, e.name) for e in studio.registry if e.files], scale=4)
+                    dl_btn = gr.Button("Download", scale=1)
+                dl_log = gr.Markdown()
+                gr.Markdown("### Loaded models")
+                status_table = gr.Dataframe(headers=["name", "state", "device", "dtype", "MiB", "last used"],
+                                            interactive=False)
+                mem_md = gr.Markdown()
+                status_refresh = gr.Button("Refresh", size="sm")
+
+        # ============================================================== handlers
+        def load_photo(path, model_name, wps):
+            if not path:
+                return None, None, []
+            try:
+                image = studio.load_image(path)
+            except StudioError as exc:
+                gr.Warning(str(exc))
+                return None, None, []
+            w, h = model_size(model_name)
+            return image, framing_preview(image, w, h, []), []
+
+        def model_changed(name, image, wps):
+            info = infos.get(name)
+            w, h = model_size(name)
+            if info is None:
+                note = ""
+            elif not info.available:
+                note = f"⚠️ {info.label} is unavailable here: {info.reason}."
+            elif not info.is_ai:
+                note = (f"**{info.label}** — a no-AI preview: it moves a camera over the photo as a flat picture "
+                        "(no parallax, nothing new is imagined). AI generators take over once their weights are present.")
+            else:
+                note = f"**{info.label}** · {w}x{h} · {info.num_frames} frames at {info.fps:g} fps" + (
+                    f" · licence: {info.license}" if info.license else "")
+            cam_note = "" if info is None or info.camera_control else \
+                "This model has no camera control: the camera path is ignored."
+            boxes = [gr.update(visible=n == name) for n in param_boxes]
+            return [note, cam_note, gr.update(visible=bool(info and info.is_ai)),
+                    framing_preview(image, w, h, wps)] + boxes
+
+        def preset_changed(pid):
+            spec = cam.PRESETS.get(pid)
+            if spec is None:
+                return gr.update(), gr.update(), ""
+            return spec.default_amount, spec.default_distance, spec.description
+
+        def mode_changed(mode):
+            return [gr.update(visible=mode == m) for m in MODES]
+
+        def camera_spec(mode, pid, amt, dist, ease, kf_rows, wps, dep, fpath) -> CameraSpec:
+            if mode == "Keyframes":
+                return CameraSpec(mode="keyframes", keyframes=_rows_to_keyframes(kf_rows))
+            if mode == "Waypoints":
+                if not wps:
+                    raise StudioError("Click the framing preview to add at least one waypoint.")
+                return CameraSpec(mode="waypoints", waypoints=tuple(tuple(p) for p in wps), depth=float(dep))
+            if mode == "File":
+                if not fpath:
+                    raise StudioError("Upload a RealEstate10K camera file (.txt) first.")
+                try:
+                    text = Path(fpath).read_text(encoding="utf-8", errors="replace")
+                except OSError as exc:
+                    raise StudioError(f"Cannot read the camera file: {exc.strerror}.") from None
+                return CameraSpec(mode="file", text=text, distance=float(dist))
+            return CameraSpec(mode="preset", preset=pid, amount=float(amt), distance=float(dist), easing=ease)
+
+        cam_inputs = [cam_mode, preset, amount, distance, easing, kf_table, waypoints_state, depth, cam_file]
+
+        def update_camera(name, *args):
+            w, h = model_size(name)
+            try:
+                path = studio.camera_path(camera_spec(*args), name)
+            except StudioError as exc:
+                return camera_figure(None, w, h, "Camera path not valid"), f"⚠️ {exc}"
+            except Exception as exc:  # keep the panel alive on anything unexpected
+                return camera_figure(None, w, h, "Camera path not valid"), f"⚠️ {exc}"
+            m = path.motion_summary()
+            summary = ", ".join(f"{k.replace('_', ' ')} {v:.3g}" for k, v in m.items())
+            return camera_figure(path, w, h), f"{path.num_frames} frames · {summary}"
+
+        def fill_keyframes(pid, amt, dist, ease, name):
+            w, h = model_size(name)
+            n = infos[name].num_frames if name in infos and infos[name].num_frames else 16
+            path = cam.preset_path(pid, num_frames=n, amount=amt, distance=dist, aspect=w / h, easing=ease)
+            return _keyframe_rows(path), "Keyframes"
+
+        def add_waypoint(image, wps, name, evt: gr.SelectData):
+            if image is None:
+                return wps, None, gr.update()
+            w, h = model_size(name)
+            ih, iw = image.shape[:2]
+            scale = min(1.0, 960 / max(iw, ih))
+            x0, y0, x1, y1 = cover_box(iw, ih, w, h)
+            px, py = evt.index[0] / scale, evt.index[1] / scale
+            u, v = (px - x0) / (x1 - x0), (py - y0) / (y1 - y0)
+            if not (0 <= u <= 1 and 0 <= v <= 1):
+                gr.Warning("That point is outside the frame the model sees; click inside the bright area.")
+                return wps, framing_preview(image, w, h, wps), gr.update()
+            wps = list(wps) + [(round(u, 4), round(v, 4))]
+            return wps, framing_preview(image, w, h, wps), "Waypoints"
+
+        def clear_waypoints(image, name):
+            w, h = model_size(name)
+            return [], framing_preview(image, w, h, [])
+
+        def export_camera(name, *args):
+            try:
+                path = studio.camera_path(camera_spec(*args), name)
+            except StudioError as exc:
+                raise _error(exc)
+            out = studio.settings.outputs / "camera-exports"
+            out.mkdir(parents=True, exist_ok=True)
+            f = out / f"camera-{path.name}.txt"
+            path.save_realestate10k(f)
+            return str(f)
+
+        def do_caption(image, instructions, progress=gr.Progress()):
+            if image is None:
+                raise gr.Error("Upload a photo first.")
+            try:
+                return studio.caption(image, instructions, progress=lambda f, m: progress(f, desc=m))
+            except BaseException as exc:
+                raise _error(exc)
+
+        def new_job():
+            return studio.new_job_id()
+
+        def cancel_job(job):
+            if job and studio.cancel(job):
+                return "Cancelling after the current step…"
+            return "Nothing is running."
+
+        def render_results(state, var):
+            chains_ = state.get("chains", {})
+            order = list(chains_)
+            ms = {k: v["metrics"] for k, v in chains_.items() if v.get("metrics")}
+            rows = metriclib.summary_table(ms, variant=var) if ms else []
+            md = metriclib.render_markdown(rows) if rows else ""
+            if md and state.get("run"):
+                md = f"Run `{state['run']}` · mean (±std) over consecutive frame pairs\n\n" + md
+            return metric_figure(ms, "tpsnr", var, order), metric_figure(ms, "tssim", var, order), md
+
+        def render_players(state, note=""):
+            ps = [Player(k, Path(v["video"]), v["width"], v["height"], v["fps"], v.get("caption", ""))
+                  for k, v in state.get("chains", {}).items()]
+            return players_html(ps, note)
+
+        def run_generate(data, progress=gr.Progress()):
+            job = data[job_state] or studio.new_job_id()
+            name = data[model]
+            image = data[photo_state]
+            state = {"run": None, "chains": {}}
+            if image is None:
+                raise gr.Error("Upload a photo first (or pick an example room).")
+            try:
+                spec = camera_spec(*(data[c] for c in cam_inputs))
+                params = {s.name: data[c] for m, s, c in param_controls if m == name}
+                stage_params: dict[str, dict[str, Any]] = {}
+                for m, s, c in stage_controls:
+                    stage_params.setdefault(m, {})[s.name] = data[c]
+                picked = list(data[chains] or [])
+                picked += [c.strip() for c in (data[custom_chain] or "").split(",") if c.strip()]
+                if not picked:
+                    raise StudioError("Tick at least one chain to compare (for example 'none').")
+                request = JobRequest(
+                    image=image, camera=spec, model=name, prompt=data[prompt] or "",
+                    negative_prompt=data[negative] or "", seed=int(data[seed] or 0), params=params,
+                    chains=tuple(picked), roles={"denoise": data[denoiser], "upscale": data[upscaler]},
+                    stage_params=stage_params,
+                )
+            except BaseException as exc:
+                raise _error(exc)
+            files: list[str] = []
+            try:
+                for ev in studio.run_job(request, lambda f, m: progress(f, desc=m), job_id=job):
+                    if ev.kind == "started":
+                        state["run"] = ev.run_id
+                        yield {status: f"Run `{ev.run_id}` started…", results_state: state,
+                               players: players_html([], "Generating…")}
+                        continue
+                    if ev.kind in ("generated", "chain"):
+                        m = ev.metrics or {}
+                        w, h = m.get("size", [0, 0])
+                        state["chains"][ev.chain] = {"video": str(ev.video), "metrics": m, "width": w,
+                                                     "height": h, "fps": m.get("fps") or 10.0}
+                        files.append(str(ev.video))
+                        done = len(state["chains"])
+                        psnr_fig, ssim_fig, md = render_results(state, data[variant])
+                        yield {players: render_players(state), psnr_plot: psnr_fig, ssim_plot: ssim_fig,
+                               table: md, results_state: state, downloads: list(files),
+                               status: f"Run `{state['run']}`: {done} of {len(set(picked))} chain(s) ready…"}
+                    elif ev.kind == "done":
+                        run = studio.open_run(ev.run_id)
+                        extra = [str(run.path("metrics")), str(run.dir / "run.json"), str(run.path("camera"))]
+                        yield {downloads: files + [f for f in extra if Path(f).exists()],
+                               status: f"✅ Run `{ev.run_id}` complete: {len(state['chains'])} chain(s).",
+                               results_state: state}
+            except BaseException as exc:
+                kept = f" {len(state['chains'])} finished chain(s) were kept in run `{state['run']}`." \
+                    if state["chains"] else ""
+                if isinstance(exc, StudioError):
+                    gr.Warning(str(exc) + kept)
+                    yield {status: f"❌ {exc}{kept}"}
+                    return
+                raise _error(exc)
+
+        def refresh_runs():
+            runs = studio.list_runs(100)
+            rows = []
+            for r in runs:
+                d = r.data or {}
+                rows.append([r.id, r.created or "", r.status, (d.get("params") or {}).get("model", ""),
+                             ", ".join(r.chains), r.error or ""])
+            return rows, gr.update(choices=[r.id for r in runs if r.status in ("complete", "failed",
+                                                                                 "cancelled", "interrupted")])
+
+        def open_run(run_id, var):
+            if not run_id:
+                raise gr.Error("Pick a run first.")
+            try:
+                run = studio.open_run(run_id)
+            except StudioError as exc:
+                raise _error(exc)
+            state = {"run": run_id, "chains": {}}
+            files = []
+            for name, entry in run.data.get("chains", {}).items():
+                f = (entry.get("files") or {}).get("mp4")
+                m = entry.get("metrics") or {}
+                if not f:
+                    continue
+                w, h = m.get("size", [0, 0])
+                state["chains"][name] = {"video": str(run.dir / f), "metrics": m, "width": w, "height": h,
+                                         "fps": m.get("fps") or 10.0}
+                files.append(str(run.dir / f))
+            psnr_fig, ssim_fig, md = render_results(state, var)
+            return (render_players(state), psnr_fig, ssim_fig, md, state, files,
+                    f"Showing run `{run_id}` ({run.status}).", gr.Tabs(selected="create"))
+
+        def refresh_models():
+            rows = []
+            for i in studio.model_infos():
+                rows.append([i.name, i.kind, i.label, "yes" if i.available else "no", i.reason, i.license])
+            st = [[r["name"], r["state"], str(r.get("device") or ""), str(r.get("dtype") or ""),
+                   round((r.get("bytes") or 0) / 2**20, 1), r.get("last_used") or ""] for r in studio.model_status()]
+            mem = studio.memory_summary()
+            mem_txt = " · ".join(f"{k}: {v}" for k, v in mem.items() if not isinstance(v, (dict, list)))
+            return rows, st, mem_txt
+
+        def download(name, progress=gr.Progress()):
+            if not name:
+                raise gr.Error("Pick a model to download.")
+            from core import weights
+
+            try:
+                reports = weights.fetch(studio.registry, name, progress=lambda f, m: progress(f, desc=m))
+            except StudioError as exc:
+                return f"❌ {exc}"
+            return "✅ " + "; ".join(str(getattr(r, "message", r)) for r in reports)
+
+        # ============================================================== wiring
+        photo.change(load_photo, [photo, model, waypoints_state], [photo_state, preview, waypoints_state]) \
+            .then(update_camera, [model] + cam_inputs, [camera_plot, camera_msg])
+        model.change(model_changed, [model, photo_state, waypoints_state],
+                     [model_note, camera_note, negative, preview] + list(param_boxes.values())) \
+            .then(update_camera, [model] + cam_inputs, [camera_plot, camera_msg])
+        preset.change(preset_changed, [preset], [amount, distance, preset_desc])
+        cam_mode.change(mode_changed, [cam_mode], [preset_box, kf_box, wp_box, file_box])
+        for comp in (cam_mode, preset, amount, distance, easing, kf_table, depth, cam_file):
+            comp.change(update_camera, [model] + cam_inputs, [camera_plot, camera_msg], queue=False)
+        kf_fill.click(fill_keyframes, [preset, amount, distance, easing, model], [kf_table, cam_mode])
+        preview.select(add_waypoint, [photo_state, waypoints_state, model], [waypoints_state, preview, cam_mode]) \
+            .then(update_camera, [model] + cam_inputs, [camera_plot, camera_msg])
+        wp_clear.click(clear_waypoints, [photo_state, model], [waypoints_state, preview]) \
+            .then(update_camera, [model] + cam_inputs, [camera_plot, camera_msg])
+        camera_export.click(export_camera, [model] + cam_inputs, [camera_export])
+        dice.click(lambda: random.randint(0, 2**31 - 1), None, [seed], queue=False)
+        caption_btn.click(do_caption, [photo_state, caption_prompt], [prompt], concurrency_id=GPU,
+                          concurrency_limit=1, api_name="caption")
+
+        gen_inputs = {job_state, model, photo_state, prompt, negative, seed, chains, custom_chain, denoiser,
+                      upscaler, variant, *cam_inputs, *(c for _, _, c in param_controls),
+                      *(c for _, _, c in stage_controls)}
+        generate_btn.click(new_job, None, [job_state], queue=False) \
+            .then(run_generate, gen_inputs,
+                  [players, psnr_plot, ssim_plot, table, results_state, downloads, status],
+                  concurrency_id=GPU, concurrency_limit=1, api_name="generate")
+        cancel_btn.click(cancel_job, [job_state], [status], queue=False)
+        variant.change(render_results, [results_state, variant], [psnr_plot, ssim_plot, table], queue=False)
+
+        runs_refresh.click(refresh_runs, None, [runs_table, run_pick])
+        run_open.click(open_run, [run_pick, variant],
+                       [players, psnr_plot, ssim_plot, table, results_state, downloads, status, tabs])
+        status_refresh.click(refresh_models, None, [models_table, status_table, mem_md])
+        dl_btn.click(download, [dl_pick], [dl_log], concurrency_id="download", concurrency_limit=1)
+        demo.load(refresh_runs, None, [runs_table, run_pick]) \
+            .then(refresh_models, None, [models_table, status_table, mem_md]) \
+            .then(model_changed, [model, photo_state, waypoints_state],
+                  [model_note, camera_note, negative, preview] + list(param_boxes.values())) \
+            .then(update_camera, [model] + cam_inputs, [camera_plot, camera_msg])
+
+    launch_kwargs = dict(
+        theme=gr.themes.Soft(primary_hue="blue"),
+        css_paths=[ASSETS / "style.css"],
+        allowed_paths=[str(studio.settings.outputs)],
+        max_file_size=studio.settings.max_image_bytes,
+    )
+    return demo, launch_kwargs

@@ -1,0 +1,701 @@
+"""Fetch, verify and list the weight files that models.json names.
+
+    python -m core.weights list                   # name, kind, available or why not
+    python -m core.weights fetch NAME [NAME...]   # download what is missing, then verify
+    python -m core.weights verify NAME [NAME...]  # check size / sha256 / git blob id
+
+Sources, per file of an entry (see `core.registry`):
+
+* `repo` + `filename`: one file from the Hugging Face hub (`hf_hub_download`, resumable);
+* `repo` + `"snapshot": true`: the whole repo into the folder `path` (`snapshot_download`);
+* `url`: a plain HTTPS download, resumed with an HTTP Range request from `<path>.part`;
+* neither: a local file, used as is; its `manual` text says how to obtain it.
+
+A file that already exists and verifies is never fetched again. A file whose `size`, `sha256`
+or `git_blob` (sha1 of b"blob <size>\\0" + content, the id git and the hub show for small files)
+does not match is moved aside as `<path>.corrupt` and refused with CheckpointError. No network,
+offline mode (`HF_HUB_OFFLINE=1`) or a gated repo gives one WeightsMissing line naming the
+command, the source URL and the target path. The hub token comes from `HF_TOKEN` (or
+`hf auth login`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import io
+import os
+import shutil
+import sys
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from .errors import Cancelled, CheckpointError, ConfigError, StudioError, WeightsMissing
+from .progress import Progress, ProgressFn, as_progress
+from .registry import FETCH_COMMAND, ModelEntry, Registry, WeightFile
+
+DEFAULT_REGISTRY = Path(__file__).resolve().parents[1] / "models.json"
+HF_URL = "https://huggingface.co"
+CHUNK = 1 << 20
+USER_AGENT = "cami2v-studio-weights/1"
+
+ByteFn = Callable[[int, "int | None"], None]  # (bytes done, bytes total or None)
+
+_locks: dict[Path, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def _lock_for(path: Path) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault(path.resolve(), threading.Lock())
+
+
+def offline_mode() -> bool:
+    """HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE, read at call time (not at import)."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
+            return True
+    return False
+
+
+# -- checksums ------------------------------------------------------------------------------------
+
+def file_digests(path: Path, *, sha256: bool = True, git_blob: bool = True,
+                 on_bytes: ByteFn | None = None) -> dict[str, str]:
+    """sha256 and/or git blob id (sha1 of b"blob <size>\\0" + content) in one read."""
+    size = path.stat().st_size
+    h256 = hashlib.sha256() if sha256 else None
+    h1 = hashlib.sha1(b"blob %d\0" % size) if git_blob else None
+    done = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            if h256 is not None:
+                h256.update(chunk)
+            if h1 is not None:
+                h1.update(chunk)
+            done += len(chunk)
+            if on_bytes is not None:
+                on_bytes(done, size)
+    out = {}
+    if h256 is not None:
+        out["sha256"] = h256.hexdigest()
+    if h1 is not None:
+        out["git_blob"] = h1.hexdigest()
+    return out
+
+
+def sha256_file(path: str | Path) -> str:
+    return file_digests(Path(path), git_blob=False)["sha256"]
+
+
+def git_blob_id(path: str | Path) -> str:
+    return file_digests(Path(path), sha256=False)["git_blob"]
+
+
+def file_mismatch(path: Path, wf: WeightFile, on_bytes: ByteFn | None = None) -> str | None:
+    """None if `path` matches every check models.json gives for `wf`, else what differs."""
+    size = path.stat().st_size
+    if wf.size is not None and size != wf.size:
+        return f"is {size} bytes, expected {wf.size}"
+    if wf.sha256 is None and wf.git_blob is None:
+        return None
+    got = file_digests(path, sha256=wf.sha256 is not None, git_blob=wf.git_blob is not None, on_bytes=on_bytes)
+    for kind in ("sha256", "git_blob"):
+        want = getattr(wf, kind)
+        if want is not None and got[kind] != want:
+            return f"fails its {kind.replace('_', ' ')} check (expected {want[:12]}..., got {got[kind][:12]}...)"
+    return None
+
+
+def has_checks(wf: WeightFile) -> bool:
+    return wf.size is not None or wf.sha256 is not None or wf.git_blob is not None
+
+
+def corrupt_path(target: Path) -> Path:
+    return target.with_name(target.name + ".corrupt")
+
+
+def _refuse(found: Path, target: Path, detail: str, entry: ModelEntry, wf: WeightFile) -> CheckpointError:
+    """Move a file that failed its check aside and build the error to raise."""
+    aside = corrupt_path(target)
+    try:
+        if aside.exists():
+            aside.unlink()
+        os.replace(found, aside)
+        moved = f"moved it aside to {aside}"
+    except OSError as exc:
+        moved = f"could not move it aside ({exc}); delete it"
+    return CheckpointError(f"{target.name} for {entry.label} {detail}; {moved}. {_how_to_get(entry, wf)}")
+
+
+def _how_to_get(entry: ModelEntry, wf: WeightFile) -> str:
+    if wf.repo or wf.url:
+        return f"Run `{FETCH_COMMAND.format(name=entry.name)}` to download it again (from {source_url(wf)})."
+    return f"Obtain it again: {wf.manual or 'see models.json'}"
+
+
+def source_url(wf: WeightFile) -> str:
+    """The exact URL a file comes from, for messages."""
+    if wf.repo:
+        if wf.snapshot:
+            rev = f"/tree/{wf.revision}" if wf.revision and wf.revision != "main" else ""
+            return f"{HF_URL}/{wf.repo}{rev}"
+        return f"{HF_URL}/{wf.repo}/resolve/{wf.revision or 'main'}/{wf.filename}"
+    return wf.url or (wf.manual or "no automatic source")
+
+
+# -- plain HTTPS ------------------------------------------------------------------------------------
+
+class DownloadFailed(Exception):
+    """A transfer failed; `reason` is one human line, `status` the HTTP code if any."""
+
+    def __init__(self, reason: str, status: int | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+def download_url(url: str, dest: str | Path, *, expected_size: int | None = None,
+                 on_bytes: ByteFn | None = None, check: Callable[[Path], None] | None = None,
+                 allowed_schemes: Sequence[str] = ("https",), timeout: float = 60.0,
+                 headers: dict[str, str] | None = None) -> Path:
+    """Stream `url` into `dest`, resuming `<dest>.part` with a Range request when it exists.
+
+    `check(part)` runs on the complete `.part` before it is renamed to `dest` (raise to refuse
+    it). Raises DownloadFailed (network, HTTP status, truncated transfer; the `.part` is kept
+    for the next attempt) or ConfigError for a URL scheme not in `allowed_schemes`.
+    """
+    dest = Path(dest)
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme not in allowed_schemes:
+        raise ConfigError(f"{url}: only {' or '.join(s + '://' for s in allowed_schemes)} URLs are downloaded.")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    have = part.stat().st_size if part.exists() else 0
+    if expected_size is not None and have > expected_size:
+        part.unlink()
+        have = 0
+    if not (expected_size is not None and have == expected_size and have > 0):
+        have = _transfer(url, part, have, expected_size, on_bytes, timeout, headers or {})
+    if check is not None:
+        check(part)
+    os.replace(part, dest)
+    return dest
+
+
+def _transfer(url: str, part: Path, have: int, expected_size: int | None, on_bytes: ByteFn | None,
+              timeout: float, headers: dict[str, str]) -> int:
+    req_headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **headers}
+    if have:
+        req_headers["Range"] = f"bytes={have}-"
+    req = urllib.request.Request(url, headers=req_headers)
+    try:
+        resp = urllib.request.urlopen(req, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:
+            # The server has nothing past what we hold: the .part is already complete.
+            return have
+        raise DownloadFailed(f"the server answered HTTP {exc.code} {exc.reason}", exc.code) from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DownloadFailed(f"no connection to {urllib.parse.urlsplit(url).netloc} ({reason})") from None
+    with resp:
+        status = resp.status
+        resumed = have > 0 and status == 206 and _range_start(resp.headers.get("Content-Range")) == have
+        if not resumed:
+            have = 0
+        length = resp.headers.get("Content-Length")
+        total = have + int(length) if length and length.isdigit() else expected_size
+        done = have
+        try:
+            with open(part, "ab" if resumed else "wb") as f:
+                while chunk := resp.read(CHUNK):
+                    f.write(chunk)
+                    done += len(chunk)
+                    if on_bytes is not None:
+                        on_bytes(done, total)
+        except (OSError, http.client.HTTPException) as exc:
+            raise DownloadFailed(f"the transfer broke off after {done} bytes ({exc}); run the same command again to resume") from None
+    if total is not None and done < total:
+        raise DownloadFailed(f"the transfer broke off after {done} of {total} bytes; run the same command again to resume")
+    return done
+
+
+def _range_start(content_range: str | None) -> int | None:
+    # "bytes 100-199/200"
+    if not content_range or not content_range.startswith("bytes "):
+        return None
+    try:
+        return int(content_range[6:].split("-", 1)[0])
+    except ValueError:
+        return None
+
+
+# -- the hub ----------------------------------------------------------------------------------------
+
+def _forwarding_tqdm(on_bytes: ByteFn) -> type:
+    """A tqdm class for huggingface_hub that reports bytes to `on_bytes` and prints nothing."""
+    from tqdm.auto import tqdm
+
+    class Forward(tqdm):
+        def __init__(self, *args: Any, **kwargs: Any):
+            kwargs.pop("name", None)
+            kwargs["file"] = io.StringIO()
+            kwargs["disable"] = False
+            super().__init__(*args, **kwargs)
+
+        def update(self, n: float | None = 1) -> bool | None:
+            out = super().update(n)
+            on_bytes(int(self.n), int(self.total) if self.total else None)
+            return out
+
+    return Forward
+
+
+def _hub_error(exc: BaseException, wf: WeightFile) -> tuple[str, bool] | None:
+    """(reason, config_problem) for a huggingface_hub / network failure, or None if unknown."""
+    from huggingface_hub import errors as hf
+
+    if isinstance(exc, hf.HFValidationError):
+        return f"invalid repo id or file name ({exc})".replace("\n", " "), True
+    if isinstance(exc, hf.OfflineModeIsEnabled):
+        return "offline mode is on (HF_HUB_OFFLINE=1)", False
+    if isinstance(exc, hf.GatedRepoError):
+        return (f"{wf.repo} is a gated repo: accept its terms at {HF_URL}/{wf.repo} and set HF_TOKEN", False)
+    if isinstance(exc, hf.RevisionNotFoundError):
+        return f"revision {wf.revision!r} does not exist in {wf.repo}", True
+    if isinstance(exc, hf.RemoteEntryNotFoundError):
+        return f"{wf.repo} has no file {wf.filename!r}", True
+    if isinstance(exc, hf.RepositoryNotFoundError):
+        return (f"{wf.repo} was not found or needs a token (HTTP 401/404): check the name, or set HF_TOKEN", False)
+    status = _http_status(exc)
+    if status in (401, 403):
+        return (f"access denied (HTTP {status}): {wf.repo} may be gated or private; accept its terms at "
+                f"{HF_URL}/{wf.repo} and set HF_TOKEN", False)
+    if isinstance(exc, hf.LocalEntryNotFoundError):
+        if offline_mode():
+            return "offline mode is on (HF_HUB_OFFLINE=1)", False
+        return "the Hugging Face hub cannot be reached (no network?)", False
+    if isinstance(exc, hf.HfHubHTTPError):
+        return f"the hub answered HTTP {status}", False
+    if isinstance(exc, (OSError, ConnectionError)) or type(exc).__module__.startswith(("httpx", "httpcore")):
+        return f"the Hugging Face hub cannot be reached ({type(exc).__name__}: {exc})".replace("\n", " "), False
+    return None
+
+
+def _http_status(exc: BaseException) -> int | None:
+    """The HTTP status behind a hub error; huggingface_hub sometimes wraps it (a 403 on the
+    metadata request surfaces as LocalEntryNotFoundError)."""
+    seen = 0
+    cur: BaseException | None = exc
+    while cur is not None and seen < 6:
+        response = getattr(cur, "response", None)
+        code = getattr(response, "status_code", None)
+        if isinstance(code, int):
+            return code
+        cur = cur.__cause__ or cur.__context__
+        seen += 1
+    return None
+
+
+def _hub_file(wf: WeightFile, staging: Path, *, token: str | None, endpoint: str | None,
+              on_bytes: ByteFn | None, bar: bool) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    kwargs: dict[str, Any] = {}
+    if on_bytes is not None and not bar:
+        kwargs["tqdm_class"] = _forwarding_tqdm(on_bytes)
+    got = hf_hub_download(wf.repo, wf.filename, revision=wf.revision, local_dir=staging, token=token,
+                          endpoint=endpoint, local_files_only=offline_mode(), **kwargs)
+    return Path(got)
+
+
+def _hub_snapshot(wf: WeightFile, target: Path, *, token: str | None, endpoint: str | None,
+                  on_bytes: ByteFn | None, bar: bool) -> Path:
+    from huggingface_hub import snapshot_download
+
+    kwargs: dict[str, Any] = {}
+    if on_bytes is not None and not bar:
+        kwargs["tqdm_class"] = _forwarding_tqdm(on_bytes)
+    got = snapshot_download(wf.repo, revision=wf.revision, local_dir=target, token=token, endpoint=endpoint,
+                            local_files_only=offline_mode(), **kwargs)
+    return Path(got)
+
+
+def snapshot_complete(folder: Path) -> bool:
+    """A snapshot folder exists, is not empty, and holds no unfinished hub download."""
+    if not folder.is_dir():
+        return False
+    if not any(p for p in folder.iterdir() if p.name != ".cache"):
+        return False
+    pending = folder / ".cache" / "huggingface" / "download"
+    return not (pending.is_dir() and any(pending.rglob("*.incomplete")))
+
+
+# -- fetch / verify -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FileReport:
+    """One file's state after `fetch` or `verify`."""
+
+    entry: str
+    role: str
+    path: Path
+    state: str  # "ok" | "fetched" | "present" | "missing" | "corrupt"
+    detail: str = ""
+
+
+def fetch(registry: Registry, name: str, progress: Progress | ProgressFn | None = None, *,
+          token: str | None = None, endpoint: str | None = None, bar: bool = False,
+          include_optional: bool = True, url_schemes: Sequence[str] = ("https",)) -> list[FileReport]:
+    """Make every file of entry `name` present and verified; returns one report per file.
+
+    progress: `progress(fraction, message)` over the whole entry (the dashboard's Download
+    button); may raise Cancelled, which stops between chunks and keeps partial downloads for
+    resuming. bar: tqdm bars on the terminal (the CLI). token: defaults to $HF_TOKEN.
+    endpoint: another hub endpoint (mirrors, tests). url_schemes: schemes accepted for `url`
+    sources at download time (models.json itself only admits https).
+    """
+    entry = registry.get(name)
+    progress = as_progress(progress)
+    token = token or os.environ.get("HF_TOKEN") or None
+    files = [f for f in entry.files if include_optional or not f.optional]
+    reports = []
+    for i, wf in enumerate(files):
+        sub = progress.sub(i / max(len(files), 1), (i + 1) / max(len(files), 1))
+        try:
+            reports.append(fetch_file(registry, entry, wf, sub, token=token, endpoint=endpoint, bar=bar,
+                                      url_schemes=url_schemes))
+        except WeightsMissing as err:
+            if not wf.optional:
+                raise
+            # An optional file that cannot be fetched here does not block the entry.
+            reports.append(FileReport(entry.name, wf.role, wf.resolve(registry.root), "missing", f"optional: {err}"))
+    progress(1.0, f"{entry.label}: all files ready")
+    return reports
+
+
+def fetch_file(registry: Registry, entry: ModelEntry, wf: WeightFile, progress: Progress | None = None, *,
+               token: str | None = None, endpoint: str | None = None, bar: bool = False,
+               url_schemes: Sequence[str] = ("https",)) -> FileReport:
+    """Fetch (if needed) and verify one file of `entry`."""
+    progress = as_progress(progress)
+    target = wf.resolve(registry.root)
+    with _lock_for(target):
+        if wf.snapshot:
+            return _fetch_snapshot(entry, wf, target, progress, token=token, endpoint=endpoint, bar=bar)
+        if target.exists():
+            if target.is_dir():
+                raise CheckpointError(f"{target} is a folder, but {entry.label} expects a file there.")
+            progress(0.0, f"checking {target.name}")
+            detail = file_mismatch(target, wf, _byte_reporter(progress, f"checking {target.name}", 0.0, 1.0))
+            if detail is None:
+                progress(1.0, f"{target.name}: present")
+                return FileReport(entry.name, wf.role, target, "ok" if has_checks(wf) else "present")
+            err = _refuse(target, target, detail, entry, wf)
+            if not (wf.repo or wf.url):
+                raise err
+            # A source exists: fetch a fresh copy in place of the refused one.
+        if not (wf.repo or wf.url):
+            raise WeightsMissing(f"{entry.label} needs {target.name} at {target}, which has no automatic source; "
+                                 f"{wf.manual or 'see models.json for how to obtain it'}.")
+        progress(0.0, f"downloading {target.name}")
+        on_bytes = _byte_reporter(progress, f"downloading {target.name}", 0.0, 0.9)
+        if wf.repo:
+            _fetch_hub_file(entry, wf, target, token=token, endpoint=endpoint, on_bytes=on_bytes, bar=bar)
+        else:
+            _fetch_url(entry, wf, target, on_bytes=on_bytes, bar=bar, url_schemes=url_schemes)
+        progress(1.0, f"{target.name}: downloaded and verified")
+        return FileReport(entry.name, wf.role, target, "fetched")
+
+
+def _fetch_url(entry: ModelEntry, wf: WeightFile, target: Path, *, on_bytes: ByteFn | None, bar: bool,
+               url_schemes: Sequence[str]) -> None:
+    assert wf.url is not None
+
+    def check(part: Path) -> None:
+        detail = file_mismatch(part, wf)
+        if detail is not None:
+            raise _refuse(part, target, detail, entry, wf)
+
+    if offline_mode():
+        raise _missing(entry, wf, target, "offline mode is on (HF_HUB_OFFLINE=1)")
+    with _tqdm_bar(bar, target.name, wf.size) as tbar:
+        report = _tee(on_bytes, tbar)
+        try:
+            download_url(wf.url, target, expected_size=wf.size, on_bytes=report, check=check,
+                         allowed_schemes=url_schemes)
+        except DownloadFailed as exc:
+            if exc.status is not None and 400 <= exc.status < 500 and exc.status not in (401, 403, 408, 429):
+                raise _missing(entry, wf, target, f"{exc.reason}; the URL in models.json may be outdated") from None
+            if exc.status in (401, 403):
+                raise _missing(entry, wf, target, f"access denied ({exc.reason})") from None
+            raise _missing(entry, wf, target, exc.reason) from None
+
+
+def _fetch_hub_file(entry: ModelEntry, wf: WeightFile, target: Path, *, token: str | None, endpoint: str | None,
+                    on_bytes: ByteFn | None, bar: bool) -> None:
+    staging = target.parent / ".downloads" / f"{entry.name}--{wf.role}"
+    try:
+        got = _hub_file(wf, staging, token=token, endpoint=endpoint, on_bytes=on_bytes, bar=bar)
+    except (Cancelled, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 - mapped to one clear line below
+        mapped = _hub_error(exc, wf)
+        if mapped is None:
+            raise
+        reason, config_problem = mapped
+        if config_problem:
+            raise ConfigError(f"{entry.name}: {reason} (models.json, files role {wf.role!r}).") from None
+        raise _missing(entry, wf, target, reason) from None
+    detail = file_mismatch(got, wf)
+    if detail is not None:
+        err = _refuse(got, target, detail, entry, wf)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise err
+    os.replace(got, target)
+    shutil.rmtree(staging, ignore_errors=True)
+    _prune_empty(target.parent / ".downloads")
+
+
+def _fetch_snapshot(entry: ModelEntry, wf: WeightFile, target: Path, progress: Progress, *, token: str | None,
+                    endpoint: str | None, bar: bool) -> FileReport:
+    if snapshot_complete(target):
+        progress(1.0, f"{target.name}: present")
+        return FileReport(entry.name, wf.role, target, "present", "folder (not checksummed)")
+    if target.exists() and not target.is_dir():
+        raise CheckpointError(f"{target} is a file, but {entry.label} expects a model folder there.")
+    if not wf.repo:
+        raise WeightsMissing(f"{entry.label} needs the folder {target}, which is missing and has no automatic "
+                             f"source; {wf.manual or 'see models.json for how to obtain it'}.")
+    progress(0.0, f"downloading {wf.repo}")
+    on_bytes = _byte_reporter(progress, f"downloading {wf.repo}", 0.0, 1.0)
+    try:
+        _hub_snapshot(wf, target, token=token, endpoint=endpoint, on_bytes=on_bytes, bar=bar)
+    except (Cancelled, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001
+        mapped = _hub_error(exc, wf)
+        if mapped is None:
+            raise
+        reason, config_problem = mapped
+        if config_problem:
+            raise ConfigError(f"{entry.name}: {reason} (models.json, files role {wf.role!r}).") from None
+        raise _missing(entry, wf, target, reason) from None
+    progress(1.0, f"{target.name}: downloaded")
+    return FileReport(entry.name, wf.role, target, "fetched", "folder")
+
+
+def _missing(entry: ModelEntry, wf: WeightFile, target: Path, reason: str) -> WeightsMissing:
+    what = f"the {wf.repo} folder" if wf.snapshot else target.name
+    return WeightsMissing(
+        f"Cannot download {what} for {entry.label}: {reason}. On a machine with network access run "
+        f"`{FETCH_COMMAND.format(name=entry.name)}` (source: {source_url(wf)}), or put the "
+        f"{'folder' if wf.snapshot else 'file'} at {target}."
+    )
+
+
+def verify(registry: Registry, name: str, progress: Progress | ProgressFn | None = None) -> list[FileReport]:
+    """Check every file of entry `name` without changing anything: missing, corrupt, ok (checked
+    against models.json) or present (nothing to check against)."""
+    entry = registry.get(name)
+    progress = as_progress(progress)
+    reports = []
+    for i, wf in enumerate(entry.files):
+        sub = progress.sub(i / len(entry.files), (i + 1) / len(entry.files))
+        target = wf.resolve(registry.root)
+        if wf.snapshot:
+            if snapshot_complete(target):
+                reports.append(FileReport(entry.name, wf.role, target, "present", "folder (not checksummed)"))
+            else:
+                state = "missing" if not target.exists() else "corrupt"
+                detail = "" if state == "missing" else "the folder is empty or its download did not finish"
+                reports.append(FileReport(entry.name, wf.role, target, state, detail + (" (optional)" if wf.optional else "")))
+            continue
+        if not target.is_file():
+            reports.append(FileReport(entry.name, wf.role, target, "missing", "(optional)" if wf.optional else ""))
+            continue
+        detail = file_mismatch(target, wf, _byte_reporter(sub, f"checking {target.name}", 0.0, 1.0))
+        if detail is not None:
+            reports.append(FileReport(entry.name, wf.role, target, "corrupt", detail))
+        elif has_checks(wf):
+            reports.append(FileReport(entry.name, wf.role, target, "ok", _checked(wf)))
+        else:
+            reports.append(FileReport(entry.name, wf.role, target, "present", "no size or checksum in models.json"))
+    return reports
+
+
+def _checked(wf: WeightFile) -> str:
+    return "matches " + ", ".join(k.replace("_", " ") for k in ("size", "sha256", "git_blob") if getattr(wf, k) is not None)
+
+
+def raise_for_reports(entry: ModelEntry, reports: Iterable[FileReport]) -> None:
+    """Turn a failed `verify` into the matching StudioError (corrupt first, then missing)."""
+    reports = list(reports)
+    for r in reports:
+        if r.state == "corrupt":
+            raise CheckpointError(f"{r.path.name} for {entry.label} {r.detail}. Run `{FETCH_COMMAND.format(name=entry.name)}` to replace it.")
+    for r in reports:
+        wf = entry.file(r.role)
+        if r.state == "missing" and not wf.optional:
+            raise WeightsMissing(f"{entry.label} needs {r.path.name}, which is missing at {r.path}; {_how_to_get(entry, wf)}")
+
+
+def list_rows(registry: Registry, has_gpu: bool | None = None) -> list[dict[str, str]]:
+    """One row per entry: name, kind, label, status ("available" or the reason)."""
+    rows = []
+    for e in registry:
+        av = registry.availability(e, has_gpu=has_gpu)
+        rows.append({"name": e.name, "kind": e.kind, "label": e.label,
+                     "status": "available" if av.available else av.reason})
+    return rows
+
+
+# -- small helpers --------------------------------------------------------------------------------
+
+def _byte_reporter(progress: Progress, label: str, start: float, end: float) -> ByteFn:
+    def report(done: int, total: int | None) -> None:
+        if total:
+            progress(start + (end - start) * min(done / total, 1.0), f"{label}: {_mb(done)} of {_mb(total)}")
+        else:
+            progress(start, f"{label}: {_mb(done)}")
+
+    return report
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def _tee(on_bytes: ByteFn | None, tbar: Any) -> ByteFn:
+    last = [0]
+
+    def report(done: int, total: int | None) -> None:
+        if tbar is not None:
+            if total and tbar.total != total:
+                tbar.total = total
+            tbar.update(done - last[0])
+            last[0] = done
+        if on_bytes is not None:
+            on_bytes(done, total)
+
+    return report
+
+
+class _tqdm_bar:
+    """A tqdm byte bar when `enabled`, else None (context manager)."""
+
+    def __init__(self, enabled: bool, desc: str, total: int | None):
+        self.enabled, self.desc, self.total = enabled, desc, total
+        self.bar: Any = None
+
+    def __enter__(self) -> Any:
+        if self.enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.total, desc=self.desc, unit="B", unit_scale=True, unit_divisor=1024)
+        return self.bar
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _prune_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+# -- CLI ----------------------------------------------------------------------------------------------
+
+def _add_registry_option(parser: argparse.ArgumentParser) -> None:
+    # On the main parser and on every command, so --registry works before or after the command;
+    # SUPPRESS keeps a command's parser from overwriting a value given before it.
+    parser.add_argument("--registry", type=Path, default=argparse.SUPPRESS,
+                        help="models.json to use (default: the project's)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m core.weights", description="Fetch, verify and list model weights.")
+    _add_registry_option(p)
+    sub = p.add_subparsers(dest="command", required=True)
+    f = sub.add_parser("fetch", help="download the files of one or more models, then verify them")
+    f.add_argument("names", nargs="+", metavar="NAME")
+    f.add_argument("--no-optional", action="store_true", help="skip files marked optional")
+    lst = sub.add_parser("list", help="every model, its kind, and whether it can run here")
+    v = sub.add_parser("verify", help="check size / sha256 / git blob id of a model's files")
+    v.add_argument("names", nargs="+", metavar="NAME")
+    for command in (f, lst, v):
+        _add_registry_option(command)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        registry = Registry.load(vars(args).get("registry", DEFAULT_REGISTRY))
+        if args.command == "list":
+            return _cmd_list(registry)
+        if args.command == "fetch":
+            return _cmd_fetch(registry, args.names, include_optional=not args.no_optional)
+        return _cmd_verify(registry, args.names)
+    except StudioError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume.", file=sys.stderr)
+        return Cancelled.exit_code
+
+
+def _cmd_list(registry: Registry) -> int:
+    rows = list_rows(registry)
+    if not rows:
+        print(f"{registry.source} lists no models.")
+        return 0
+    wn = max(len("NAME"), *(len(r["name"]) for r in rows))
+    wk = max(len("KIND"), *(len(r["kind"]) for r in rows))
+    print(f"{'NAME':<{wn}}  {'KIND':<{wk}}  STATUS")
+    for r in rows:
+        print(f"{r['name']:<{wn}}  {r['kind']:<{wk}}  {r['status']}")
+    return 0
+
+
+def _cmd_fetch(registry: Registry, names: Sequence[str], include_optional: bool) -> int:
+    first_error: StudioError | None = None
+    for name in names:
+        try:
+            reports = fetch(registry, name, bar=True, include_optional=include_optional)
+        except StudioError as err:
+            print(f"error: {err}", file=sys.stderr)
+            first_error = first_error or err
+            continue
+        for r in reports:
+            print(f"{name}: {r.role}: {r.state} {r.path}" + (f" ({r.detail})" if r.detail else ""))
+    return first_error.exit_code if first_error else 0
+
+
+def _cmd_verify(registry: Registry, names: Sequence[str]) -> int:
+    first_error: StudioError | None = None
+    for name in names:
+        try:
+            entry = registry.get(name)
+            reports = verify(registry, name)
+            for r in reports:
+                print(f"{name}: {r.role}: {r.state} {r.path}" + (f" ({r.detail})" if r.detail else ""))
+            raise_for_reports(entry, reports)
+        except StudioError as err:
+            print(f"error: {err}", file=sys.stderr)
+            first_error = first_error or err
+    return first_error.exit_code if first_error else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

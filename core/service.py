@@ -489,67 +489,69 @@ class Studio:
         except StudioError:
             self._forget(job_id)
             raise
-        with run:
-            yield JobEvent("started", run.id, message=f"run {run.id}")
-            run.save_input_image(request.image_bytes if request.image_bytes else image,
-                                 original_name=_basename(request.image_name))
-            run.write_json("camera", path.to_dict())
-            entry = self.registry.get(request.model)
-            run.add_model(request.model, kind="generator", label=entry.label, variant=entry.variant,
-                          weights=self._weight_hashes(entry))
+        try:
+            with run:
+                yield JobEvent("started", run.id, message=f"run {run.id}")
+                run.save_input_image(request.image_bytes if request.image_bytes else image,
+                                     original_name=_basename(request.image_name))
+                run.write_json("camera", path.to_dict())
+                entry = self.registry.get(request.model)
+                run.add_model(request.model, kind="generator", label=entry.label, variant=entry.variant,
+                              weights=self._weight_hashes(entry))
 
-            has_post = any(c != "none" for c in chain_texts)
-            gen_prog = prog.sub(0.0, 0.5 if has_post else 0.9)
-            t0 = time.perf_counter()
-            with self._device_lock:
-                gen_prog(0.0, f"{entry.label}: starting")
-                result = self._with_oom(
-                    lambda: generator.generate(GenerateRequest(image, path, request.prompt, request.negative_prompt,
-                                                               seed, params), gen_prog),
-                    task=f"generating with {entry.label}")
-            run.add_timing("generate", time.perf_counter() - t0)
-            run.update(generator_info=_jsonable(result.info))
-            clip = result.clip
-            reference = _reference_image(image, result.info, clip)
-            native = (clip.width, clip.height)
-            measures: dict[str, dict[str, Any]] = {}
+                has_post = any(c != "none" for c in chain_texts)
+                gen_prog = prog.sub(0.0, 0.5 if has_post else 0.9)
+                t0 = time.perf_counter()
+                with self._device_lock:
+                    gen_prog(0.0, f"{entry.label}: starting")
+                    result = self._with_oom(
+                        lambda: generator.generate(GenerateRequest(image, path, request.prompt, request.negative_prompt,
+                                                                   seed, params), gen_prog),
+                        task=f"generating with {entry.label}")
+                run.add_timing("generate", time.perf_counter() - t0)
+                run.update(generator_info=_jsonable(result.info))
+                clip = result.clip
+                reference = _reference_image(image, result.info, clip)
+                native = (clip.width, clip.height)
+                measures: dict[str, dict[str, Any]] = {}
 
-            def record(name: str, out: Clip, stages_info: list[dict[str, Any]]) -> JobEvent:
-                run.add_chain(name, stages=stages_info)
-                video = run.write_chain_video(name, out)
-                frames_dir = run.write_chain_video(name, out, "png") if request.save_frames else None
-                if request.save_gif:
-                    run.write_chain_video(name, out, "gif")
-                m = metriclib.measure(out, reference_image=reference, common_size=native, study=True)
-                run.add_chain(name, metrics=m)
-                measures[name] = m
-                run.update(metrics={name: m})
-                return JobEvent("chain" if name != "none" else "generated", run.id, name, video, frames_dir, m)
+                def record(name: str, out: Clip, stages_info: list[dict[str, Any]]) -> JobEvent:
+                    run.add_chain(name, stages=stages_info)
+                    video = run.write_chain_video(name, out)
+                    frames_dir = run.write_chain_video(name, out, "png") if request.save_frames else None
+                    if request.save_gif:
+                        run.write_chain_video(name, out, "gif")
+                    m = metriclib.measure(out, reference_image=reference, common_size=native, study=True)
+                    run.add_chain(name, metrics=m)
+                    measures[name] = m
+                    run.update(metrics={name: m})
+                    return JobEvent("chain" if name != "none" else "generated", run.id, name, video, frames_dir, m)
 
-            if "none" in chain_texts or not has_post:
-                yield record("none", clip, [])
-            post = [c for c in chain_texts if c != "none"]
-            if post:
-                post_prog = prog.sub(0.5, 0.97)
-                pending: list[JobEvent] = []
-                t1 = time.perf_counter()
+                if "none" in chain_texts or not has_post:
+                    yield record("none", clip, [])
+                post = [c for c in chain_texts if c != "none"]
+                if post:
+                    post_prog = prog.sub(0.5, 0.97)
+                    pending: list[JobEvent] = []
+                    t1 = time.perf_counter()
 
-                def on_result(res: chainlib.ChainResult) -> None:
-                    pending.append(record(res.name, res.clip, [r.to_dict() for r in res.records]))
+                    def on_result(res: chainlib.ChainResult) -> None:
+                        pending.append(record(res.name, res.clip, [r.to_dict() for r in res.records]))
 
-                # Chains run inside the device lock; their events are yielded as each finishes.
-                for ev in self._run_chains_iter(clip, post, roles, stage_params, stages, post_prog, on_result,
-                                                pending):
-                    yield ev
-                run.add_timing("post_process", time.perf_counter() - t1)
-            table = metriclib.summary_table(measures)
-            run.write_json("metrics", {"chains": measures, "table": table,
-                                       "table_common": metriclib.summary_table(measures, variant="common"),
-                                       "table_study": metriclib.summary_table(measures, variant="study")})
-            prog(1.0, "done")
-            run.finish()
-            yield JobEvent("done", run.id, table=table, message="done")
-        self._forget(job_id)
+                    # Chains run inside the device lock; their events are yielded as each finishes.
+                    for ev in self._run_chains_iter(clip, post, roles, stage_params, stages, post_prog, on_result,
+                                                    pending):
+                        yield ev
+                    run.add_timing("post_process", time.perf_counter() - t1)
+                table = metriclib.summary_table(measures)
+                run.write_json("metrics", {"chains": measures, "table": table,
+                                           "table_common": metriclib.summary_table(measures, variant="common"),
+                                           "table_study": metriclib.summary_table(measures, variant="study")})
+                prog(1.0, "done")
+                run.finish()
+                yield JobEvent("done", run.id, table=table, message="done")
+        finally:
+            self._forget(job_id)
 
     def _run_chains_iter(self, clip, post, roles, stage_params, stages, prog, on_result, pending):
         """Run the chains in a worker thread so each finished chain can be yielded at once."""

@@ -15,6 +15,7 @@ from typing import Any
 
 import gradio as gr
 import numpy as np
+from gradio.data_classes import FileData
 from PIL import Image, ImageDraw
 
 from core import camera as cam
@@ -589,6 +590,32 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                        [players, psnr_plot, ssim_plot, table, results_state, downloads, status, tabs])
         status_refresh.click(refresh_models, None, [models_table, status_table, mem_md])
         dl_btn.click(download, [dl_pick], [dl_log], concurrency_id="download", concurrency_limit=1)
+        def walkthrough(photo: FileData, model: str = "kenburns", preset: str = "push-in",
+                        chains: list[str] = ["none"], seed: int = 0, prompt: str = "",
+                        params: dict = {}, amount: float = -1.0, distance: float = -1.0) -> dict:
+            """Programmatic walkthrough (gradio_client): photo -> run folder; returns the run id,
+            each chain's mp4 path on the server and its mean temporal PSNR/SSIM."""
+            path = photo["path"] if isinstance(photo, dict) else photo.path
+            try:
+                image = studio.load_image(path)
+                request = JobRequest(
+                    image=image, image_bytes=Path(path).read_bytes(), model=model,
+                    camera=CameraSpec(preset=preset, amount=None if amount < 0 else amount,
+                                      distance=None if distance < 0 else distance),
+                    prompt=prompt, seed=seed, params=dict(params or {}), chains=tuple(chains))
+                out: dict[str, Any] = {"run_id": None, "seed": seed, "chains": {}}
+                for ev in studio.run_job(request):
+                    out["run_id"] = ev.run_id
+                    if ev.chain:
+                        native = ev.metrics["native"]
+                        out["chains"][ev.chain] = {"video": str(ev.video), "size": ev.metrics["size"],
+                                                   "tpsnr": native["tpsnr"]["mean"], "tssim": native["tssim"]["mean"]}
+                return out
+            except BaseException as exc:
+                raise _error(exc)
+
+        gr.api(walkthrough, api_name="walkthrough", concurrency_id=GPU, concurrency_limit=1)
+
         demo.load(refresh_runs, None, [runs_table, run_pick]) \
             .then(refresh_models, None, [models_table, status_table, mem_md]) \
             .then(model_changed, [model, photo_state, waypoints_state],

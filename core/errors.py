@@ -60,3 +60,9 @@ class Unavailable(StudioError):
     """A feature cannot run on this machine (no GPU, optional package missing); says why."""
 
     exit_code = 7
+
+
+class OutOfDiskSpace(StudioError):
+    """The outputs volume is (nearly) full; the message names the folder and the amounts."""
+
+    exit_code = 8

@@ -1,0 +1,278 @@
+"""Chains of post-processing stages and the stage registry.
+
+A chain is an ordered tuple of registered stage names; ``()`` is the generator output itself.
+Users write chains as text: role words ("denoise", "upscale") resolve to the stage picked for
+that role, stage names ("fastdvdnet", "lanczos") are used as they are, joined by "+":
+``"denoise+upscale"``, ``"upscale+denoise"``, ``"fastdvdnet+lanczos"``, ``"none"``.
+
+Registry: `STAGES` maps a stage name to a zero-argument constructor (usually the class). Other
+modules add theirs with `register_stage("fastdvdnet", FastDVDnetDenoise)`; nothing registers
+itself at import time, so the registry holds exactly what the caller registered (the two OpenCV
+stages are present from the start). A service that keeps models resident passes its own stage
+instances to `run_chain` / `run_chains` through `stages_by_name` instead of having them rebuilt.
+
+`run_chains` runs several chains on one clip and computes every shared prefix once: for the
+standard set, "denoise" is computed once for "denoise" and "denoise+upscale", and "upscale" once
+for "upscale" and "upscale+denoise" (4 stage runs instead of 6).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Collection, Mapping, Sequence
+
+from ..clip import Clip
+from ..errors import InputError
+from ..params import resolve_params
+from ..progress import Progress, ProgressFn, as_progress
+from .base import Stage
+from .classical import LanczosUpscale, NLMeansDenoise
+
+StageFactory = Callable[[], Stage]
+
+ROLES = ("denoise", "upscale")
+DEFAULT_ROLES: dict[str, str] = {"denoise": "nlmeans", "upscale": "lanczos"}
+STANDARD_CHAINS: tuple[str, ...] = ("none", "denoise", "upscale", "denoise+upscale", "upscale+denoise")
+
+STAGES: dict[str, StageFactory] = {
+    NLMeansDenoise.name: NLMeansDenoise,
+    LanczosUpscale.name: LanczosUpscale,
+}
+
+
+def register_stage(name: str, factory: StageFactory, *, replace: bool = False) -> None:
+    """Add a stage constructor under `name` (lower case letters, digits, '-' and '_')."""
+    if not name or name != name.lower() or not all(c.isalnum() or c in "-_" for c in name):
+        raise ValueError(f"stage names are lower-case words with '-' or '_', got {name!r}")
+    if name in ROLES or name == "none":
+        raise ValueError(f"{name!r} is reserved for chain syntax")
+    if name in STAGES and not replace:
+        raise ValueError(f"stage {name!r} is already registered")
+    STAGES[name] = factory
+
+
+def create_stage(name: str) -> Stage:
+    """Construct a registered stage; InputError naming the unknown name otherwise."""
+    if name not in STAGES:
+        raise InputError(f"Unknown post-processing stage {name!r}; available: {', '.join(sorted(STAGES))}.")
+    stage = STAGES[name]()
+    if stage.role not in ROLES:
+        raise InputError(f"Stage {name!r} declares role {stage.role!r}; expected denoise or upscale.")
+    return stage
+
+
+def parse_chain(
+    text: str, roles: Mapping[str, str] | None = None, *, extra: Collection[str] = ()
+) -> tuple[str, ...]:
+    """Turn chain text into a tuple of stage names.
+
+    "none" (or an empty string) -> (). Role words use `roles` (default `DEFAULT_ROLES`);
+    stage names must be registered or listed in `extra` (names of instances a caller supplies).
+    Case and spaces around "+" are ignored. Raises InputError naming the first unknown word.
+    """
+    picked = {**DEFAULT_ROLES, **(roles or {})}
+    known_stages = set(STAGES) | set(extra)
+    words = [w.strip().lower() for w in str(text).split("+")]
+    if words in ([""], ["none"]):
+        return ()
+    out = []
+    for word in words:
+        if word == "none":
+            raise InputError(f"'none' stands alone (the generator output); remove it from {text!r}.")
+        if word in ROLES:
+            stage = picked.get(word)
+            if stage not in known_stages:
+                raise InputError(
+                    f"The {word} stage {stage!r} is not available; available: {', '.join(sorted(known_stages))}."
+                )
+            out.append(stage)
+        elif word in known_stages:
+            out.append(word)
+        else:
+            known = sorted(known_stages | set(ROLES) | {"none"})
+            raise InputError(f"Unknown post-processing step {word!r} in {text!r}; known: {', '.join(known)}.")
+    return tuple(out)
+
+
+def chain_label(stages: Sequence[str]) -> str:
+    """Canonical text of a chain: "none" or names joined by "+"."""
+    return "+".join(stages) if stages else "none"
+
+
+@dataclass
+class StageRecord:
+    """What one stage did: its parameters, wall time and the clip size it produced.
+    reused=True when the result came from a shared prefix computed for another chain."""
+
+    stage: str
+    role: str
+    params: dict[str, Any]
+    seconds: float
+    input_size: tuple[int, int]  # (width, height)
+    output_size: tuple[int, int]  # (width, height)
+    num_frames: int
+    reused: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["input_size"], d["output_size"] = list(self.input_size), list(self.output_size)
+        return d
+
+
+@dataclass
+class ChainResult:
+    """The final clip of one chain and the records of its stages, in order. name is the chain
+    as the caller wrote it (normalised: lower case, no spaces), e.g. "denoise+upscale"."""
+
+    name: str
+    stages: tuple[str, ...]
+    clip: Clip
+    records: list[StageRecord] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return chain_label(self.stages)
+
+    @property
+    def seconds(self) -> float:
+        """Compute time attributable to this chain (reused stages included)."""
+        return sum(r.seconds for r in self.records)
+
+
+class _Stages:
+    """Stage instances for one call: given ones first, else built once from the registry."""
+
+    def __init__(self, given: Mapping[str, Stage] | None):
+        self._have: dict[str, Stage] = dict(given or {})
+
+    def get(self, name: str) -> Stage:
+        if name not in self._have:
+            self._have[name] = create_stage(name)
+        return self._have[name]
+
+
+def _resolved_params(stage: Stage, params_by_stage: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Any]:
+    given = (params_by_stage or {}).get(stage.name)
+    return resolve_params(stage.param_specs(), given)
+
+
+def _check_param_keys(params_by_stage: Mapping[str, Any] | None, extra: Mapping[str, Stage] | None) -> None:
+    known = set(STAGES) | set(extra or {})
+    for name in params_by_stage or {}:
+        if name not in known:
+            raise InputError(f"Parameters given for unknown stage {name!r}; available: {', '.join(sorted(known))}.")
+
+
+def _run_stage(stage: Stage, clip: Clip, params: dict[str, Any], progress: Progress) -> tuple[Clip, StageRecord]:
+    t0 = time.perf_counter()
+    out = stage.process(clip, params, progress)
+    seconds = time.perf_counter() - t0
+    if not isinstance(out, Clip):
+        raise TypeError(f"stage {stage.name!r} returned {type(out).__name__}, not a Clip")
+    record = StageRecord(
+        stage.name, stage.role, dict(params), seconds,
+        (clip.width, clip.height), (out.width, out.height), out.num_frames,
+    )
+    return out, record
+
+
+def run_chain(
+    clip: Clip,
+    stages: Sequence[str],
+    params_by_stage: Mapping[str, Mapping[str, Any]] | None = None,
+    progress: Progress | ProgressFn | None = None,
+    *,
+    stages_by_name: Mapping[str, Stage] | None = None,
+) -> ChainResult:
+    """Run one chain (stage names in order) on `clip`.
+
+    params_by_stage: stage name -> user parameters (validated against the stage's specs;
+    defaults fill the rest). stages_by_name: resident stage instances to use instead of
+    constructing from the registry. An empty chain returns the input clip unchanged.
+    """
+    results = run_chains(clip, [tuple(stages)], params_by_stage, progress, stages_by_name=stages_by_name)
+    return results[chain_label(tuple(stages))]
+
+
+def run_chains(
+    clip: Clip,
+    chains: Sequence[str | Sequence[str]],
+    params_by_stage: Mapping[str, Mapping[str, Any]] | None = None,
+    progress: Progress | ProgressFn | None = None,
+    *,
+    roles: Mapping[str, str] | None = None,
+    stages_by_name: Mapping[str, Stage] | None = None,
+    on_result: Callable[[ChainResult], None] | None = None,
+) -> dict[str, ChainResult]:
+    """Run several chains on one clip, computing each shared prefix once.
+
+    chains: chain texts (parsed with `roles`) or stage-name tuples. Returns chain name (the
+    normalised text, or "a+b" for a tuple) -> ChainResult, in the given order; texts that
+    resolve to the same stages are computed once. on_result is called as soon as each
+    chain's result exists, so a caller can write and record it before later chains run (nothing
+    already produced is lost if a later stage fails). Progress is split evenly over the distinct
+    stage runs; each stage reports per frame and may raise Cancelled between frames.
+    """
+    named: list[tuple[str, tuple[str, ...]]] = []
+    for c in chains:
+        if isinstance(c, str):
+            t = parse_chain(c, roles, extra=tuple(stages_by_name or ()))
+            name = "+".join(w.strip().lower() for w in c.split("+")) or "none"
+        else:
+            t = tuple(c)
+            name = chain_label(t)
+        for stage_name in t:
+            if stage_name not in STAGES and stage_name not in (stages_by_name or {}):
+                raise InputError(
+                    f"Unknown post-processing stage {stage_name!r}; available: {', '.join(sorted(STAGES))}."
+                )
+        if name not in dict(named):
+            named.append((name, t))
+    parsed: list[tuple[str, ...]] = []
+    for _, t in named:
+        if t not in parsed:
+            parsed.append(t)
+    _check_param_keys(params_by_stage, stages_by_name)
+    prog = as_progress(progress)
+    provider = _Stages(stages_by_name)
+
+    # Every distinct non-empty prefix is one stage run.
+    runs_needed = sorted({c[: i + 1] for c in parsed for i in range(len(c))}, key=lambda p: (len(p), p))
+    total = max(1, len(runs_needed))
+    done = 0
+    # Resolve every parameter set up front: a typo fails before minutes of work, not after.
+    params = {n: _resolved_params(provider.get(n), params_by_stage) for c in parsed for n in c}
+
+    first_name = {t: n for n, t in reversed(named)}
+    cache: dict[tuple[str, ...], tuple[Clip, StageRecord]] = {}
+    results: dict[str, ChainResult] = {}
+    for k, chain in enumerate(parsed):
+        records: list[StageRecord] = []
+        current = clip
+        for i, stage_name in enumerate(chain):
+            prefix = chain[: i + 1]
+            if prefix in cache:
+                current, rec = cache[prefix]
+                records.append(StageRecord(**{**asdict(rec), "reused": True}))
+                continue
+            prog(done / total, f"{first_name[chain]}: {stage_name} ({done + 1}/{total})")
+            stage = provider.get(stage_name)
+            sub = prog.sub(done / total, (done + 1) / total)
+            current, rec = _run_stage(stage, current, params[stage_name], sub)
+            done += 1
+            cache[prefix] = (current, rec)
+            records.append(rec)
+        for name, t in named:
+            if t == chain:
+                result = ChainResult(name, chain, current, list(records))
+                results[name] = result
+                if on_result is not None:
+                    on_result(result)
+        # Free intermediate clips no later chain starts with (x4 clips are ~100 MB each).
+        rest = parsed[k + 1 :]
+        for p in list(cache):
+            if not any(c[: len(p)] == p for c in rest):
+                del cache[p]
+    prog(1.0, "post-processing done")
+    return {name: results[name] for name, _ in named}

@@ -1,0 +1,624 @@
+"""One folder per run under an outputs root, with a `run.json` that is always complete JSON.
+
+Layout of a run folder (every name is a fixed pattern; nothing comes from user text)::
+
+    <root>/<run id>/run.json           record of the run (schema below), rewritten atomically
+    <root>/<run id>/input.<png|jpg|webp|...>   copy of the input image as uploaded
+    <root>/<run id>/chain-00.mp4       outputs, numbered in the order chains were added
+    <root>/<run id>/chain-00.gif / chain-00-frames/frame-0000.png / metrics.json / camera.json
+
+Run ids are generated: UTC timestamp to the microsecond plus 6 random hex digits,
+``YYYYMMDD-HHMMSS-ffffff-xxxxxx``, so sorting ids sorts runs by start time.
+
+`run.json` fields: ``schema`` (1), ``id``, ``kind``, ``status`` (running | complete | failed |
+cancelled), ``error`` (one line or null), ``created``/``updated`` (ISO 8601 UTC), ``pid``/``host``
+(to tell a run that died with its process from one still going), ``input`` (file, sha256, bytes,
+width, height, format, original_name), ``params``, ``seeds``, ``models`` (name -> {weights: {file:
+sha256}, ...}), ``timings`` (step -> seconds), ``chains`` (name -> {index, stages, files,
+metrics}), ``metrics``, ``files`` (relative path -> bytes). It is written after every step
+(temp file, fsync, rename), so a failure in a later stage never loses what was already produced.
+
+Every file is written through `atomic_output`: to a hidden temporary name in the same folder,
+then renamed, so a half-written file never carries its final name. A full disk (ENOSPC) becomes
+`OutOfDiskSpace` with one clear line and leaves earlier files intact; `check_free_space` refuses
+to start a large write when the outputs volume is nearly full.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import errno
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import secrets
+import shutil
+import socket
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
+
+from .errors import Cancelled, InputError, OutOfDiskSpace, StudioError
+
+SCHEMA = 1
+RUN_JSON = "run.json"
+STATUSES = ("running", "complete", "failed", "cancelled")
+RUN_ID_RE = re.compile(r"^\d{8}-\d{6}-\d{6}-[0-9a-f]{6}$")
+
+# Space kept free on the outputs volume beyond each write's own estimate.
+DEFAULT_MIN_FREE_BYTES = 256 * 1024**2
+
+# Output file names by kind; `index` is the chain number. Only these names are ever created.
+FILE_PATTERNS: dict[str, str] = {
+    "chain_mp4": "chain-{index:02d}.mp4",
+    "chain_gif": "chain-{index:02d}.gif",
+    "chain_frames": "chain-{index:02d}-frames",
+    "metrics": "metrics.json",
+    "camera": "camera.json",
+}
+# Input image formats (as detected by PIL, never from the upload's name) -> file extension.
+INPUT_EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif", "GIF": ".gif"}
+
+FreeSpaceFn = Callable[[Path], int]
+
+
+# --------------------------------------------------------------------------- file primitives
+
+
+def _free_bytes(path: Path) -> int:
+    return int(shutil.disk_usage(path).free)
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1024**2:.0f} MB"
+
+
+def check_free_space(
+    folder: str | os.PathLike,
+    needed_bytes: int,
+    *,
+    what: str = "the output",
+    min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
+    free_space_fn: FreeSpaceFn | None = None,
+) -> int:
+    """Raise `OutOfDiskSpace` unless `needed_bytes + min_free_bytes` are free where `folder`
+    lives. free_space_fn(path) -> free bytes replaces `shutil.disk_usage` (tests inject fakes).
+    Returns the free byte count."""
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = (free_space_fn or _free_bytes)(probe)
+    if free < needed_bytes + min_free_bytes:
+        raise OutOfDiskSpace(
+            f"Not enough disk space for {what} in {folder}: {_mb(free)} free, about "
+            f"{_mb(needed_bytes + min_free_bytes)} needed; free some space or choose another outputs folder."
+        )
+    return free
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Makes the rename itself durable; not supported everywhere (e.g. Windows), where it is skipped.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    # ffmpeg reports a full disk on its stderr, which imageio wraps in a plain error message.
+    return "No space left on device" in str(exc)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, *, what: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success rename it to `path`, on any error
+    remove it (file or folder) and re-raise, with a full disk turned into `OutOfDiskSpace`.
+
+    The temporary name keeps the final suffix (ffmpeg picks the container from it) and starts
+    with a dot, so listings and globbing for final names never see it.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.part{path.suffix}")
+    try:
+        yield tmp
+        if tmp.is_file():
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+        elif not tmp.exists():
+            raise StudioError(f"Nothing was written for {path.name}.")
+        if tmp.is_dir() and path.is_dir():
+            # A folder can only replace an empty folder; anything else must not be clobbered.
+            if any(path.iterdir()):
+                raise InputError(f"{path} already exists and is not empty.")
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException as exc:
+        _remove(tmp)
+        if _is_disk_full(exc) and not isinstance(exc, OutOfDiskSpace):
+            raise OutOfDiskSpace(
+                f"The disk is full while writing {what or path.name} in {path.parent}; "
+                "earlier files were kept. Free some space and run again."
+            ) from exc
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` atomically (temp + fsync + rename)."""
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return obj.as_posix()
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _finite(obj: Any) -> Any:
+    """Replace NaN/inf floats by None so the file is strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, np.floating):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, np.ndarray):
+        return _finite(obj.tolist())
+    if isinstance(obj, Mapping):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def to_json_text(obj: Any) -> str:
+    """Strict JSON (no NaN/inf; numpy scalars and arrays converted), indented."""
+    return json.dumps(_finite(obj), indent=2, ensure_ascii=False, allow_nan=False, default=_json_default) + "\n"
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_bytes(path, to_json_text(obj).encode("utf-8"))
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- run ids
+
+
+def _utcnow() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+def _iso(t: _dt.datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def new_run_id(now: _dt.datetime | None = None) -> str:
+    """``YYYYMMDD-HHMMSS-ffffff-xxxxxx`` (UTC, microseconds, random hex): unique and sortable."""
+    t = (now or _utcnow()).astimezone(_dt.timezone.utc)
+    return f"{t:%Y%m%d-%H%M%S-%f}-{secrets.token_hex(3)}"
+
+
+def validate_run_id(run_id: str) -> str:
+    """Return `run_id` if it has the generated form, else raise InputError (ids reach paths)."""
+    if not isinstance(run_id, str) or not RUN_ID_RE.match(run_id):
+        raise InputError(f"Not a run id: {run_id!r}.")
+    return run_id
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class Run:
+    """A run folder and its `run.json`. Thread-safe; every mutating method saves at once.
+
+    Create with `Run.create(root, ...)`, reopen with `Run.open(root, run_id)`. As a context
+    manager it marks the run complete on a normal exit, cancelled on `Cancelled`, and failed
+    (with the one-line error) on any other exception, which it re-raises.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        data: dict[str, Any],
+        *,
+        min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
+        free_space_fn: FreeSpaceFn | None = None,
+    ):
+        self.root = Path(root)
+        self.id = validate_run_id(data["id"])
+        self.dir = self.root / self.id
+        self.data = data
+        self.min_free_bytes = min_free_bytes
+        self.free_space_fn = free_space_fn
+        self._lock = threading.RLock()
+
+    # ----------------------------------------------------------------- creation / loading
+
+    @classmethod
+    def create(
+        cls,
+        root: str | os.PathLike,
+        *,
+        kind: str = "walkthrough",
+        params: Mapping[str, Any] | None = None,
+        seeds: Mapping[str, Any] | None = None,
+        min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
+        free_space_fn: FreeSpaceFn | None = None,
+    ) -> "Run":
+        """Make a new run folder under `root` (created if needed) and write its run.json."""
+        root = Path(root)
+        root.mkdir(parents=True, exist_ok=True)
+        check_free_space(root, 1024**2, what="a new run", min_free_bytes=min_free_bytes, free_space_fn=free_space_fn)
+        for _ in range(20):
+            now = _utcnow()
+            run_id = new_run_id(now)
+            try:
+                (root / run_id).mkdir()
+            except FileExistsError:
+                continue
+            break
+        else:  # pragma: no cover - 20 collisions of 24 random bits in one microsecond
+            raise StudioError(f"Could not create a unique run folder in {root}.")
+        data: dict[str, Any] = {
+            "schema": SCHEMA,
+            "id": run_id,
+            "kind": kind,
+            "status": "running",
+            "error": None,
+            "created": _iso(now),
+            "updated": _iso(now),
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "input": None,
+            "params": dict(params or {}),
+            "seeds": dict(seeds or {}),
+            "models": {},
+            "timings": {},
+            "chains": {},
+            "metrics": {},
+            "files": {},
+        }
+        run = cls(root, data, min_free_bytes=min_free_bytes, free_space_fn=free_space_fn)
+        run.save()
+        return run
+
+    @classmethod
+    def open(cls, root: str | os.PathLike, run_id: str, **kwargs: Any) -> "Run":
+        """Load an existing run; InputError for an unknown id, StudioError for a damaged file."""
+        root = Path(root)
+        validate_run_id(run_id)
+        path = root / run_id / RUN_JSON
+        if not path.is_file():
+            raise InputError(f"No run {run_id} in {root}.")
+        data = _read_run_json(path)
+        if data.get("id") != run_id:
+            raise StudioError(f"{path} belongs to run {data.get('id')!r}, not {run_id}.")
+        return cls(root, data, **kwargs)
+
+    # ----------------------------------------------------------------- persistence
+
+    def save(self) -> None:
+        """Rewrite run.json atomically with the current data and `updated` time."""
+        with self._lock:
+            self.data["updated"] = _iso(_utcnow())
+            atomic_write_json(self.dir / RUN_JSON, self.data)
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is None:
+            if self.status == "running":
+                self.finish()
+        else:
+            self.fail(exc)
+        return False
+
+    @property
+    def status(self) -> str:
+        return self.data["status"]
+
+    def path(self, kind: str, index: int | None = None) -> Path:
+        """Absolute path of an output file of a fixed kind (see FILE_PATTERNS)."""
+        if kind not in FILE_PATTERNS:
+            raise ValueError(f"unknown output kind {kind!r}")
+        pattern = FILE_PATTERNS[kind]
+        if "{index" in pattern:
+            if not isinstance(index, int) or not 0 <= index < 100:
+                raise ValueError(f"output index must be an int in [0, 100), got {index!r}")
+            return self.dir / pattern.format(index=index)
+        return self.dir / pattern
+
+    def _record_file(self, path: Path) -> str:
+        rel = path.relative_to(self.dir).as_posix()
+        if path.is_dir():
+            size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        else:
+            size = path.stat().st_size
+        self.data["files"][rel] = size
+        return rel
+
+    def check_space(self, needed_bytes: int, what: str) -> None:
+        check_free_space(
+            self.dir, needed_bytes, what=what, min_free_bytes=self.min_free_bytes, free_space_fn=self.free_space_fn
+        )
+
+    # ----------------------------------------------------------------- recording
+
+    def save_input_image(self, data: bytes | np.ndarray, *, original_name: str | None = None) -> dict[str, Any]:
+        """Copy the input image into the run: encoded bytes are kept as uploaded (the extension
+        comes from the detected format), an (H, W, 3) uint8 array is stored as PNG. Records
+        file, sha256 of the stored bytes, size and dimensions; original_name is kept as data only."""
+        from PIL import Image
+
+        if isinstance(data, np.ndarray):
+            buf = io.BytesIO()
+            Image.fromarray(np.ascontiguousarray(data)).save(buf, format="PNG")
+            blob, fmt, (w, h) = buf.getvalue(), "PNG", (data.shape[1], data.shape[0])
+        else:
+            blob = bytes(data)
+            try:
+                with Image.open(io.BytesIO(blob)) as im:
+                    fmt, (w, h) = (im.format or ""), im.size
+            except Exception as exc:
+                raise InputError("The input is not a readable image.") from exc
+        ext = INPUT_EXTENSIONS.get(fmt.upper(), ".img")
+        self.check_space(len(blob), "the input image")
+        path = self.dir / f"input{ext}"
+        with self._lock:
+            atomic_write_bytes(path, blob)
+            self.data["input"] = {
+                "file": self._record_file(path),
+                "sha256": sha256_bytes(blob),
+                "bytes": len(blob),
+                "format": fmt,
+                "width": int(w),
+                "height": int(h),
+                "original_name": original_name,
+            }
+            self.save()
+            return dict(self.data["input"])
+
+    def update(self, **fields: Any) -> None:
+        """Merge top-level dict fields (params, seeds, metrics, ...) or set scalar fields."""
+        with self._lock:
+            for key, value in fields.items():
+                if key in ("id", "schema", "files"):
+                    raise ValueError(f"run.json field {key!r} is managed by Run")
+                current = self.data.get(key)
+                if isinstance(current, dict) and isinstance(value, Mapping):
+                    current.update(value)
+                else:
+                    self.data[key] = value
+            self.save()
+
+    def add_model(self, name: str, *, weights: Mapping[str, str] | None = None, **info: Any) -> None:
+        """Record a model used by the run: weight file -> sha256, plus any descriptive fields."""
+        with self._lock:
+            self.data["models"][name] = {"weights": dict(weights or {}), **info}
+            self.save()
+
+    def add_timing(self, step: str, seconds: float) -> None:
+        with self._lock:
+            self.data["timings"][step] = float(seconds)
+            self.save()
+
+    def add_chain(
+        self,
+        name: str,
+        *,
+        stages: list[Mapping[str, Any]] | None = None,
+        metrics: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Register a chain (or update its stages/metrics); returns its file index."""
+        with self._lock:
+            entry = self._chain_entry(name)
+            if stages is not None:
+                entry["stages"] = [dict(s) for s in stages]
+            if metrics is not None:
+                entry["metrics"] = metrics
+            self.save()
+            return entry["index"]
+
+    def _chain_entry(self, name: str) -> dict[str, Any]:
+        entry = self.data["chains"].get(name)
+        if entry is None:
+            entry = {"index": len(self.data["chains"]), "stages": [], "files": {}, "metrics": None}
+            self.data["chains"][name] = entry
+        return entry
+
+    def write_chain_video(self, name: str, clip: Any, fmt: str = "mp4", **options: Any) -> Path:
+        """Write a chain's clip as mp4, gif or PNG frames under its fixed name, after a free-space
+        check; records the file in run.json. Returns the absolute path."""
+        from . import video
+
+        with self._lock:
+            index = self._chain_entry(name)["index"]
+        if fmt == "mp4":
+            path, writer = self.path("chain_mp4", index), video.write_mp4
+        elif fmt == "gif":
+            path, writer = self.path("chain_gif", index), video.write_gif
+        elif fmt == "png":
+            path, writer = self.path("chain_frames", index), video.write_png_frames
+        else:
+            raise InputError(f"Unknown video format {fmt!r}; use mp4, gif or png.")
+        self.check_space(video.estimate_bytes(clip, fmt), f"the {fmt} of chain {name!r}")
+        writer(clip, path, **options)
+        with self._lock:
+            self.data["chains"][name]["files"][fmt] = self._record_file(path)
+            self.save()
+        return path
+
+    def write_json(self, kind: str, obj: Any) -> Path:
+        """Write metrics.json or camera.json (fixed names) and record it."""
+        path = self.path(kind)
+        if path.suffix != ".json":
+            raise ValueError(f"{kind} is not a JSON output")
+        text = to_json_text(obj).encode("utf-8")
+        self.check_space(len(text), path.name)
+        with self._lock:
+            atomic_write_bytes(path, text)
+            self._record_file(path)
+            self.save()
+        return path
+
+    def finish(self, status: str = "complete") -> None:
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}")
+        self.update(status=status)
+
+    def fail(self, exc: BaseException | str) -> None:
+        """Mark the run failed (or cancelled for `Cancelled`) with a one-line message. Never
+        raises: if even run.json cannot be written, the previous complete file stays."""
+        if isinstance(exc, Cancelled):
+            status = "cancelled"
+        else:
+            status = "failed"
+        if isinstance(exc, StudioError):
+            msg = exc.message
+        elif isinstance(exc, BaseException):
+            msg = f"{type(exc).__name__}: {exc}"
+        else:
+            msg = str(exc)
+        msg = " ".join(msg.split())
+        try:
+            self.update(status=status, error=msg)
+        except Exception:  # the disk may be full; run.json keeps its last complete state
+            with self._lock:
+                self.data["status"], self.data["error"] = status, msg
+
+
+# --------------------------------------------------------------------------- listing
+
+
+def _read_run_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise StudioError(f"{path} is damaged: {exc}") from exc
+    if not isinstance(data, dict) or data.get("status") not in STATUSES:
+        raise StudioError(f"{path} is damaged: not a run record")
+    return data
+
+
+@dataclass
+class RunSummary:
+    """One line of the run history. status adds "interrupted" (running, but its process on this
+    host is gone) and "damaged" (run.json missing or unreadable; `error` says why)."""
+
+    id: str
+    path: Path
+    status: str
+    created: str | None = None
+    updated: str | None = None
+    error: str | None = None
+    chains: list[str] = field(default_factory=list)
+    input_file: str | None = None
+    data: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "path": self.path.as_posix(),
+            "status": self.status,
+            "created": self.created,
+            "updated": self.updated,
+            "error": self.error,
+            "chains": list(self.chains),
+            "input_file": self.input_file,
+        }
+
+
+def list_runs(root: str | os.PathLike, *, limit: int | None = None) -> list[RunSummary]:
+    """Runs under `root`, newest first. Never raises for a bad run folder: a missing or corrupt
+    run.json is listed with status "damaged". Folders whose names are not run ids are ignored."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    ids = sorted((p.name for p in root.iterdir() if p.is_dir() and RUN_ID_RE.match(p.name)), reverse=True)
+    if limit is not None:
+        ids = ids[:limit]
+    host = socket.gethostname()
+    out = []
+    for run_id in ids:
+        path = root / run_id
+        try:
+            data = _read_run_json(path / RUN_JSON)
+            if data.get("id") != run_id:
+                raise StudioError(f"run.json belongs to {data.get('id')!r}")
+        except StudioError as exc:
+            reason = "no run.json" if not (path / RUN_JSON).exists() else str(exc)
+            out.append(RunSummary(run_id, path, "damaged", error=reason))
+            continue
+        status = data["status"]
+        pid = data.get("pid")
+        if status == "running" and data.get("host") == host and isinstance(pid, int) and pid != os.getpid():
+            if not _pid_alive(pid):
+                status = "interrupted"
+        inp = data.get("input") if isinstance(data.get("input"), dict) else {}
+        chains = data.get("chains") if isinstance(data.get("chains"), dict) else {}
+        out.append(
+            RunSummary(
+                run_id,
+                path,
+                status,
+                created=data.get("created"),
+                updated=data.get("updated"),
+                error=data.get("error"),
+                chains=list(chains),
+                input_file=inp.get("file"),
+                data=data,
+            )
+        )
+    return out

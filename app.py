@@ -51,6 +51,9 @@ def read_auth(spec: str | None) -> list[tuple[str, str]] | None:
     if not spec:
         return None
     path = Path(spec).expanduser()
+    if path.is_file() and path.stat().st_mode & 0o077:
+        # On a shared login or GPU node every other user could read the passwords.
+        print(f"warning: {path} is readable by other users; run `chmod 600 {path}`.", file=sys.stderr)
     lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else [spec]
     pairs = []
     for i, line in enumerate(lines, 1):

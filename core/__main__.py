@@ -7,6 +7,12 @@ For every image and camera path this writes DIR/<image>/<path>/ with one MP4 per
 (`<chain>.mp4`), `metrics.json` (every metric of every chain, and the study-format table),
 `camera.txt` (RealEstate10K), `run.json`, and with --frames the PNG frames the metrics were
 computed on (`frames/<chain>/frame-NNNN.png`). User errors print one line and exit non-zero.
+
+    python -m core study --images DIR --paths push-in,slide-left,pan-left --chains all \
+        --model kenburns --out DIR [--slurm] | python -m core study --collect DIR
+
+runs every photo x camera move (all chains per job), resumably, and writes study.csv,
+table.md and plots.html (see `core.study`); --slurm writes and submits a job array instead.
 """
 
 from __future__ import annotations
@@ -145,6 +151,88 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from . import study as studylib
+
+    if args.collect:
+        result = studylib.collect(Path(args.collect).expanduser())
+        return _study_summary(result)
+    if not args.images or not args.out:
+        raise InputError("study needs --images and --out (or --collect DIR).")
+    roles = {"denoise": args.denoiser, "upscale": args.upscaler}
+    spec = studylib.StudySpec(
+        images=tuple(studylib.find_images(args.images)), paths=studylib.parse_paths(args.paths),
+        chains=studylib.parse_chains(args.chains), model=args.model, seed=args.seed,
+        params=studylib.parse_assignments(args.param), roles=roles,
+        stage_params=studylib.parse_stage_params(args.stage_param), prompt=args.prompt,
+        negative_prompt=args.negative_prompt, amount=args.amount, distance=args.distance)
+    out = Path(args.out).expanduser()
+    if args.slurm:
+        options = studylib.SlurmOptions(
+            job_name=args.job_name, partition=args.partition, gpus=args.gpus, cpus=args.cpus, mem=args.mem,
+            time=args.time, account=args.account, max_parallel=args.max_parallel, extra=tuple(args.sbatch_option),
+            setup=tuple(args.setup), python=args.python)
+        script = studylib.write_slurm_array(spec, out, options, models=args.models, device=args.device,
+                                            dtype=args.dtype)
+        n = len(spec.cells())
+        print(f"wrote {script} ({n} array task(s), one per photo x camera move)")
+        if args.no_submit:
+            print(f"submit with: sbatch {script}")
+            return 0
+        submitted, text = studylib.submit(script)
+        print(text if submitted else f"sbatch is not on PATH; submit with: {text}")
+        print(f"when the tasks are done: python -m core study --collect {out}")
+        return 0
+    task_index = args.task_index
+    if task_index is not None:
+        if args.task_count is not None and args.task_count != len(spec.cells()):
+            raise InputError(f"The grid has {len(spec.cells())} cells but the job array was written for "
+                             f"{args.task_count}; the photos or moves changed since submission.")
+        out = Path(args.task_out).expanduser() if args.task_out else out / studylib.TASKS_DIR / str(task_index)
+    from tqdm import tqdm
+
+    from .service import Studio, StudioSettings
+
+    studio = Studio(StudioSettings(models=Path(args.models) if args.models else None,
+                                   outputs=out / studylib.RUNS_DIR, device=args.device, dtype=args.dtype))
+    for msg in studio.startup_messages():
+        print("warning:", msg, file=sys.stderr)
+    bar = tqdm(total=1000, desc="study", unit="‰", bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
+
+    def progress(frac: float, msg: str) -> None:
+        bar.n = int(frac * 1000)
+        bar.set_postfix_str(msg[:50], refresh=False)
+        bar.refresh()
+
+    def on_cell(ev) -> None:
+        note = f"run {ev.run_id}" if ev.status == "complete" else (ev.error or ev.status)
+        bar.write(f"[{ev.index + 1}/{ev.total}] {ev.photo} / {ev.path}: "
+                  f"{'already done' if ev.kind == 'skipped' else ev.status} ({note})")
+
+    try:
+        result = None
+        for ev in studylib.iter_study(studio, spec, out, progress, task_index=task_index, on_cell=on_cell):
+            if ev.kind == "done":
+                result = ev.result
+    finally:
+        bar.close()
+    return _study_summary(result)
+
+
+def _study_summary(result) -> int:
+    print(f"{result.complete} of {result.total} video(s) done -> {result.csv_path}, {result.table_path}"
+          + (f", {result.plots_path}" if result.plots_path else ""))
+    for w in result.warnings:
+        print("warning:", w, file=sys.stderr)
+    if result.incomplete:
+        print(f"{len(result.incomplete)} cell(s) missing or unfinished:", file=sys.stderr)
+        for c in result.incomplete:
+            print(f"  task {c['index']}: {c['photo']} / {c['path']}: {c['status']}"
+                  + (f" ({c['error']})" if c.get("error") else ""), file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m core", description="CamI2V Studio command line")
     sub = p.add_subparsers(dest="command", required=True)
@@ -168,6 +256,47 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="auto")
     g.add_argument("--dtype", default="auto")
     g.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser("study", help="photos x camera moves x chains, resumable, with CSV/table/plots")
+    s.add_argument("--images", action="append", default=[], help="a photo or a folder of photos (repeatable)")
+    s.add_argument("--paths", default="push-in,slide-left,pan-left", help="comma-separated camera presets")
+    s.add_argument("--chains", default="all", help="comma-separated chains, or all (the five standard ones)")
+    s.add_argument("--model", default="kenburns", help="generator name from models.json (default kenburns)")
+    s.add_argument("--out", default=None, help="study folder (created; re-running resumes it)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--param", action="append", default=[], help="generator parameter NAME=VALUE (repeatable)")
+    s.add_argument("--stage-param", action="append", default=[],
+                   help="post-processing parameter STAGE.NAME=VALUE, e.g. lanczos.scale=2 (repeatable)")
+    s.add_argument("--denoiser", default="nlmeans", help="stage used for 'denoise' (default nlmeans)")
+    s.add_argument("--upscaler", default="lanczos", help="stage used for 'upscale' (default lanczos)")
+    s.add_argument("--prompt", default="", help="text prompt for AI generators")
+    s.add_argument("--negative-prompt", default="", help="negative prompt for AI generators")
+    s.add_argument("--amount", type=float, default=None, help="move amount (default: each preset's)")
+    s.add_argument("--distance", type=float, default=None, help="translation scale (default: each preset's)")
+    s.add_argument("--models", default=None, help="model registry (default models.json)")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--dtype", default="auto")
+    s.add_argument("--collect", default=None, metavar="DIR",
+                   help="merge DIR/tasks/<i>/ (job-array results) and DIR's own cells into DIR's reports")
+    c = s.add_argument_group("SLURM job array")
+    c.add_argument("--slurm", action="store_true", help="write a job array (one task per photo x move) and submit it")
+    c.add_argument("--no-submit", action="store_true", help="with --slurm: write the script only")
+    c.add_argument("--partition", default="gpu")
+    c.add_argument("--gpus", type=int, default=1, help="GPUs per task (--gres=gpu:N; 0 for none)")
+    c.add_argument("--cpus", type=int, default=8, help="CPUs per task")
+    c.add_argument("--mem", default=None, help="memory per task, e.g. 64G")
+    c.add_argument("--time", default="02:00:00", help="time limit per task (HH:MM:SS)")
+    c.add_argument("--account", default=None)
+    c.add_argument("--job-name", default="cami2v-study")
+    c.add_argument("--max-parallel", type=int, default=None, help="at most this many tasks at once (%%N)")
+    c.add_argument("--sbatch-option", action="append", default=[], help="another sbatch option, e.g. --qos=short")
+    c.add_argument("--setup", action="append", default=[], help="a shell line run before each task, e.g. "
+                                                                 "'module load 2023' (repeatable)")
+    c.add_argument("--python", default=None, help="python executable on the nodes (default: this one)")
+    c.add_argument("--task-index", type=int, default=None, help=argparse.SUPPRESS)
+    c.add_argument("--task-count", type=int, default=None, help=argparse.SUPPRESS)
+    c.add_argument("--task-out", default=None, help=argparse.SUPPRESS)
+    s.set_defaults(func=cmd_study)
     return p
 
 

@@ -521,10 +521,10 @@ class Run:
     def fail(self, exc: BaseException | str) -> None:
         """Mark the run failed (or cancelled for `Cancelled`) with a one-line message. Never
         raises: if even run.json cannot be written, the previous complete file stays."""
-        if isinstance(exc, Cancelled):
-            status = "cancelled"
-        else:
-            status = "failed"
+        if isinstance(exc, GeneratorExit):
+            # The consumer (a closed browser tab) stopped reading the job's events.
+            exc = Cancelled("The session that started this job closed before it finished.")
+        status = "cancelled" if isinstance(exc, Cancelled) else "failed"
         if isinstance(exc, StudioError):
             msg = exc.message
         elif isinstance(exc, BaseException):

@@ -14,12 +14,11 @@ so the UI can show results while later chains still run, and it records everythi
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -33,7 +32,7 @@ from .params import ParamSpec, resolve_params
 from .postprocess import chains as chainlib
 from .postprocess.base import Stage
 from .progress import Progress, ProgressFn, as_progress
-from .registry import Availability, ModelEntry, Registry
+from .registry import FETCH_COMMAND, Availability, ModelEntry, Registry
 
 # Entries that must exist even when models.json is missing or broken: the embedded default
 # does the whole job with no weights and no GPU.
@@ -57,6 +56,7 @@ BUILTIN_MODELS: dict[str, Any] = {
 }
 
 ROLE_KIND = {"denoise": "denoiser", "upscale": "upscaler"}
+MAX_ASPECT = 20  # longest photo side / shortest (panoramas are 2:1 to 8:1)
 
 
 # --------------------------------------------------------------------------------- settings
@@ -75,6 +75,8 @@ class StudioSettings:
     max_megapixels: float = 40.0
     memory_budget_bytes: int | None = None  # None: taken from the device
     min_free_bytes: int = 256 * 1024**2
+    # free_space_fn(path) -> free bytes, in place of shutil.disk_usage (tests simulate a full disk)
+    free_space_fn: Callable[[Path], int] | None = None
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -463,9 +465,7 @@ class Studio:
         prog = Progress(progress, cancel_event)
         try:
             generator = self.generator(request.model)
-            av = self.availability(request.model)
-            if not av.available:
-                raise Unavailable(f"{self.registry.get(request.model).label} cannot run here: {av.reason}.")
+            self._require_available(request.model)
             chain_texts = _normalise_chains(request.chains)
             roles = {**chainlib.DEFAULT_ROLES, **dict(request.roles)}
             stages = self._stages_for(chain_texts, roles)
@@ -477,6 +477,7 @@ class Studio:
             stage_params = {k: dict(v) for k, v in request.stage_params.items() if k in stages}
 
             run = Run.create(self.settings.outputs, kind="walkthrough", min_free_bytes=self.settings.min_free_bytes,
+                             free_space_fn=self.settings.free_space_fn,
                              params={
                                  "model": request.model, "generator_params": params, "prompt": request.prompt,
                                  "negative_prompt": request.negative_prompt,
@@ -551,6 +552,8 @@ class Studio:
                 run.finish()
                 yield JobEvent("done", run.id, table=table, message="done")
         finally:
+            # Stops a chain worker still running when the consumer went away mid-job.
+            cancel_event.set()
             self._forget(job_id)
 
     def _run_chains_iter(self, clip, post, roles, stage_params, stages, prog, on_result, pending):
@@ -599,15 +602,24 @@ class Studio:
                     names.append(s)
         stages = {}
         for n in names:
-            av = self.availability(n)
-            if not av.available:
-                raise Unavailable(f"{self.registry.get(n).label} cannot run here: {av.reason}.")
+            self._require_available(n)
             stages[n] = self.stage(n)
         return stages
 
+    def _require_available(self, name: str) -> None:
+        """Unavailable with the reason (and, when weights are missing, the command that fetches them)."""
+        av = self.availability(name)
+        if av.available:
+            return
+        entry = self.registry.get(name)
+        msg = f"{entry.label} cannot run here: {av.reason}"
+        missing = self.registry.missing_files(entry)
+        if missing and (missing[0].repo or missing[0].url):
+            msg += f"; fetch the weights with `{FETCH_COMMAND.format(name=entry.name)}`"
+        raise Unavailable(msg + ".")
+
     def _with_oom(self, fn: Callable[[], Any], task: str) -> Any:
-        if self._manager is None and not self.device.startswith("cuda"):
-            return fn()
+        """Run device work; out-of-memory frees idle models and retries once, else OutOfMemory."""
         return self.manager.run_with_oom_recovery(fn, task=task)
 
     def _weight_hashes(self, entry: ModelEntry) -> dict[str, str]:
@@ -684,6 +696,10 @@ def _check_image(image: Any) -> np.ndarray:
         raise InputError("The photo must be an RGB image; load it with Studio.load_image first.")
     if min(image.shape[:2]) < 16:
         raise InputError(f"The photo is too small ({image.shape[1]}x{image.shape[0]}); use at least 16 pixels a side.")
+    h, w = image.shape[:2]
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        # Covering a video frame with such a strip would blow it up to gigabytes.
+        raise InputError(f"The photo is {w}x{h}, more than {MAX_ASPECT}:1; crop it to a less extreme shape.")
     return image
 
 

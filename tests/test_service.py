@@ -198,3 +198,13 @@ def test_concurrent_jobs_do_not_mix(studio):
     for k, evs in results.items():
         run = studio.open_run(evs[0].run_id)
         assert run.data["seeds"]["generator"] == k
+
+
+def test_consumer_closing_marks_run_cancelled(studio):
+    gen = studio.run_job(JobRequest(photo(), params=SMALL, chains=("none", "upscale", "denoise")))
+    started = next(gen)
+    assert next(gen).kind == "generated"
+    gen.close()  # e.g. the browser tab went away
+    run = studio.open_run(started.run_id)
+    assert run.status == "cancelled" and "closed" in run.data["error"]
+    assert run.data["chains"]["none"]["files"]["mp4"]

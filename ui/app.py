@@ -8,8 +8,10 @@ each session sees its place in the line.
 from __future__ import annotations
 
 import random
+import re
 import sys
 import traceback
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +28,15 @@ from core.postprocess.chains import STANDARD_CHAINS
 from core.service import CameraSpec, JobRequest, Studio
 
 from .figures import camera_figure, metric_figure
+from .study_tab import build_export_panel, build_study_tab
+from .uploads import uploaded_file
 from .players import SYNC_JS, Player, players_html
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 GPU = "gpu"  # the one concurrency id of every event that uses the device
 MODES = ("Preset", "Keyframes", "Waypoints", "File")
 KF_HEADERS = ["time", "x", "y", "z", "yaw", "pitch", "roll"]
+MAX_CAMERA_FILE_BYTES = 2 * 1024**2  # 1024 frames of RealEstate10K text take about 0.4 MB
 CHAIN_HELP = {
     "none": "the generator's clip as it is",
     "denoise": "denoise only",
@@ -93,6 +98,11 @@ def spec_component(spec: ParamSpec, visible: bool = True):
                          info=spec.help or None)
     return gr.Number(value=spec.default, label=label, info=spec.help or None,
                      precision=0 if spec.kind == "int" else None)
+
+
+def safe_stem(text: str, default: str = "path") -> str:
+    """A file-name stem made of letters, digits, '-' and '_' only (user text never becomes a path)."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", str(text)).strip("-")[:60] or default
 
 
 def _error(exc: BaseException) -> gr.Error:
@@ -273,6 +283,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                     ssim_plot = gr.Plot(metric_figure({}, "tssim"), label="Temporal SSIM", elem_id="ssim-plot")
                 table = gr.Markdown(elem_id="table")
                 downloads = gr.File(label="Downloads", file_count="multiple", interactive=False)
+                build_export_panel(studio, results_state)
                 with gr.Accordion("How the metrics are defined", open=False):
                     gr.Markdown("\n".join(f"- **{k}**: {v}" for k, v in metriclib.DEFINITIONS.items()) +
                                 "\n\nTemporal PSNR/SSIM compare consecutive frames of one clip: higher means "
@@ -289,6 +300,10 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                     run_open = gr.Button("Show in Create", size="sm")
                 runs_table = gr.Dataframe(headers=["run", "created", "status", "model", "chains", "error"],
                                           interactive=False, wrap=True)
+
+            # ------------------------------------------------------------------ Study
+            with gr.Tab("Study", id="study"):
+                build_study_tab(studio)
 
             # ------------------------------------------------------------------ Models
             with gr.Tab("Models", id="models"):
@@ -310,7 +325,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             if not path:
                 return None, None, []
             try:
-                image = studio.load_image(path)
+                image = studio.load_image(uploaded_file(path, "The photo"))
             except StudioError as exc:
                 gr.Warning(str(exc))
                 return None, None, []
@@ -355,8 +370,12 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             if mode == "File":
                 if not fpath:
                     raise StudioError("Upload a RealEstate10K camera file (.txt) first.")
+                f = uploaded_file(fpath, "The camera file")
                 try:
-                    text = Path(fpath).read_text(encoding="utf-8", errors="replace")
+                    if f.stat().st_size > MAX_CAMERA_FILE_BYTES:
+                        raise StudioError(f"The camera file is {f.stat().st_size / 1024**2:.1f} MB; a RealEstate10K "
+                                          f"path of up to 1024 frames is well under {MAX_CAMERA_FILE_BYTES // 1024**2} MB.")
+                    text = f.read_text(encoding="utf-8", errors="replace")
                 except OSError as exc:
                     raise StudioError(f"Cannot read the camera file: {exc.strerror}.") from None
                 return CameraSpec(mode="file", text=text, distance=float(dist))
@@ -406,9 +425,11 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                 path = studio.camera_path(camera_spec(*args), name)
             except StudioError as exc:
                 raise _error(exc)
-            out = studio.settings.outputs / "camera-exports"
+            # A fresh folder per export: sessions never overwrite each other's file, and the
+            # path's name (which a camera file can set) only ever yields a sanitised stem.
+            out = studio.settings.outputs / "camera-exports" / uuid.uuid4().hex[:12]
             out.mkdir(parents=True, exist_ok=True)
-            f = out / f"camera-{path.name}.txt"
+            f = out / f"camera-{safe_stem(path.name)}.txt"
             path.save_realestate10k(f)
             return str(f)
 
@@ -595,8 +616,8 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                         params: dict = {}, amount: float = -1.0, distance: float = -1.0) -> dict:
             """Programmatic walkthrough (gradio_client): photo -> run folder; returns the run id,
             each chain's mp4 path on the server and its mean temporal PSNR/SSIM."""
-            path = photo["path"] if isinstance(photo, dict) else photo.path
             try:
+                path = uploaded_file(photo, "photo")
                 image = studio.load_image(path)
                 request = JobRequest(
                     image=image, image_bytes=Path(path).read_bytes(), model=model,

@@ -1,0 +1,235 @@
+"""The Study tab and the export panel. Layout and wiring only: the work is in `core.study` and
+`core.exports`.
+
+Both functions create their components in the current `gr.Blocks` context; the dashboard calls
+`build_study_tab(studio)` inside ``with gr.Tab("Study"):`` and `build_export_panel(studio,
+state)` under the results. A study shares the device queue with generation
+(``concurrency_id="gpu"``, limit 1), so it waits its turn like any other job.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import traceback
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from core import camera as cam
+from core import exports as exportlib
+from core import study as studylib
+from core.errors import StudioError
+from core.postprocess.chains import STANDARD_CHAINS
+from core.progress import Progress
+from core.service import Studio
+
+from .uploads import uploaded_file
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+GPU = "gpu"
+DEFAULT_EXPORT_FORMATS = ["mp4", "camera-txt", "metrics-json"]
+
+
+def _error(exc: BaseException) -> gr.Error:
+    if isinstance(exc, StudioError):
+        return gr.Error(str(exc), print_exception=False)
+    traceback.print_exc(file=sys.stderr)
+    return gr.Error(f"Unexpected error ({type(exc).__name__}: {exc}). Details are in the server log.")
+
+
+def _run_id(value: Any) -> str | None:
+    """The run id held by a state: a plain id, or the Create tab's {"run": id, ...}."""
+    if isinstance(value, dict):
+        value = value.get("run")
+    return value if isinstance(value, str) and value else None
+
+
+def build_study_tab(studio: Studio) -> dict[str, Any]:
+    """Lay out the Study tab in the current Blocks context and wire its events; returns the
+    components by name (for tests and for the lead's wiring)."""
+    generators = studio.model_infos("generator")
+    denoisers = studio.model_infos("denoiser")
+    upscalers = studio.model_infos("upscaler")
+    examples = sorted(str(p) for p in (ASSETS / "examples").glob("*.jpg"))
+    cancels: dict[str, threading.Event] = {}
+    lock = threading.Lock()
+
+    gr.Markdown("Run every photo with every camera move and compare the post-processing chains over all "
+                "videos, as in the UvA study (mean ± std per chain). Each photo x move is one job with all "
+                "chains; it waits in the same queue as Generate.")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=4):
+            photos = gr.File(label="Photos", file_count="multiple", file_types=["image"], type="filepath",
+                             elem_id="study-photos")
+            use_examples = gr.Checkbox(value=True, label=f"Include the {len(examples)} example rooms",
+                                       visible=bool(examples), elem_id="study-examples")
+            paths = gr.CheckboxGroup([(p.label, p.id) for p in cam.PRESETS.values()],
+                                     value=list(studylib.DEFAULT_PATHS), label="Camera moves", elem_id="study-paths")
+            chains = gr.CheckboxGroup(list(STANDARD_CHAINS), value=list(STANDARD_CHAINS), label="Chains",
+                                      elem_id="study-chains")
+            model = gr.Dropdown([(i.display, i.name) for i in generators], value=studio.default_generator(),
+                                label="Generator", elem_id="study-model")
+            with gr.Row():
+                denoiser = gr.Dropdown([(i.display, i.name) for i in denoisers],
+                                       value=next((i.name for i in denoisers if i.available), "nlmeans"),
+                                       label="Denoise with")
+                upscaler = gr.Dropdown([(i.display, i.name) for i in upscalers],
+                                       value=next((i.name for i in upscalers if i.available), "lanczos"),
+                                       label="Upscale with")
+            seed = gr.Number(value=12333, precision=0, minimum=0, maximum=2**32 - 1, label="Seed")
+            with gr.Row():
+                run_btn = gr.Button("Run study", variant="primary", scale=3, elem_id="study-run")
+                cancel_btn = gr.Button("Cancel", variant="stop", scale=1, elem_id="study-cancel")
+            status = gr.Markdown(elem_id="study-status")
+        with gr.Column(scale=6):
+            table = gr.Markdown(elem_id="study-table")
+            metric = gr.Dropdown([(title, col) for col, title in studylib.PLOT_METRICS.items()],
+                                 value="tpsnr_mean", label="Box plot of", elem_id="study-metric")
+            plot = gr.Plot(label="Per-video values by chain", elem_id="study-plot")
+            downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="study-files")
+    job_state = gr.State("")
+    rows_state = gr.State([])
+
+    def new_job() -> str:
+        job = studio.new_job_id()
+        with lock:
+            cancels[job] = threading.Event()
+        return job
+
+    def cancel(job: str) -> str:
+        with lock:
+            ev = cancels.get(job)
+        if ev is None:
+            return "Nothing is running."
+        ev.set()
+        return "Cancelling after the current step…"
+
+    def figure(rows: list[dict[str, Any]], col: str):
+        figs = studylib.box_figures(rows) if rows else {}
+        return figs.get(col)
+
+    def run(job, files, with_examples, picked_paths, picked_chains, model_name, den, up, seed_value, col,
+            progress=gr.Progress()):
+        with lock:
+            cancel_event = cancels.setdefault(job or "", threading.Event())
+        try:
+            images = [str(uploaded_file(f, "Photo")) for f in (files or [])]
+            if with_examples:
+                images += examples
+            if not images:
+                raise StudioError("Upload photos or include the example rooms.")
+            spec = studylib.StudySpec(
+                images=tuple(studylib.find_images(images)), paths=studylib.parse_paths(picked_paths or []),
+                chains=studylib.parse_chains(picked_chains or []), model=model_name, seed=int(seed_value or 0),
+                roles={"denoise": den, "upscale": up})
+            out = studylib.new_study_dir(studio.settings.outputs)
+        except BaseException as exc:
+            raise _error(exc)
+        total = len(spec.cells())
+        prog = Progress(lambda f, m: progress(f, desc=m), cancel_event)
+        failed = 0
+        yield {status: f"Study `{out.name}`: {total} video(s) queued…", table: "", downloads: None}
+        try:
+            for ev in studylib.iter_study(studio, spec, out, prog):
+                if ev.kind == "cell":
+                    failed += ev.status != "complete"
+                    note = "" if ev.status == "complete" else f" — ⚠️ {ev.error}"
+                    yield {status: f"Study `{out.name}`: {ev.index + 1} of {ev.total} done "
+                                   f"({ev.photo} / {ev.path}){note}"}
+                elif ev.kind == "done":
+                    result = ev.result
+                    files = [str(p) for p in (result.csv_path, result.table_path, result.plots_path) if p]
+                    files.append(str(studylib.zip_study(out)))
+                    msg = f"✅ Study `{out.name}`: {result.complete} of {result.total} video(s)."
+                    if failed:
+                        msg += f" {failed} failed (listed in the table)."
+                    yield {status: msg, table: result.markdown, rows_state: result.rows,
+                           plot: figure(result.rows, col), downloads: files}
+        except BaseException as exc:
+            if isinstance(exc, StudioError):
+                done = out / studylib.TABLE_FILE
+                yield {status: f"❌ {exc} Finished cells are kept in `{out.name}`.",
+                       table: done.read_text(encoding="utf-8") if done.is_file() else "",
+                       downloads: [str(out / n) for n in (studylib.CSV_FILE, studylib.TABLE_FILE)
+                                   if (out / n).is_file()] or None}
+                return
+            raise _error(exc)
+        finally:
+            with lock:
+                cancels.pop(job or "", None)
+
+    run_btn.click(new_job, None, [job_state], queue=False).then(
+        run, [job_state, photos, use_examples, paths, chains, model, denoiser, upscaler, seed, metric],
+        [status, table, rows_state, plot, downloads], concurrency_id=GPU, concurrency_limit=1, api_name="study")
+    cancel_btn.click(cancel, [job_state], [status], queue=False)
+    metric.change(figure, [rows_state, metric], [plot], queue=False)
+    return {"photos": photos, "use_examples": use_examples, "paths": paths, "chains": chains, "model": model,
+            "denoiser": denoiser, "upscaler": upscaler, "seed": seed, "run": run_btn, "cancel": cancel_btn,
+            "status": status, "table": table, "metric": metric, "plot": plot, "downloads": downloads,
+            "rows": rows_state}
+
+
+def build_export_panel(studio: Studio, run_id_state: gr.State) -> dict[str, Any]:
+    """An "Export" accordion for the run held by `run_id_state` (a run id, or a dict with
+    "run"): formats, chains, visible and invisible watermark, a Download button returning one
+    zip, and a check of a video for this installation's invisible watermark."""
+    with gr.Accordion("Export", open=False, elem_id="export-panel"):
+        with gr.Row():
+            formats = gr.CheckboxGroup([(exportlib.FORMAT_LABELS[f], f) for f in exportlib.FORMATS],
+                                       value=DEFAULT_EXPORT_FORMATS, label="Formats", elem_id="export-formats")
+        with gr.Row():
+            chain = gr.Dropdown([("All chains", "all")], value="all", label="Chains", elem_id="export-chain")
+            text = gr.Textbox(label="Visible watermark", placeholder="e.g. © Your agency (empty: none)",
+                              max_length=exportlib.MAX_WATERMARK_CHARS, elem_id="export-text")
+            invisible = gr.Checkbox(label="Invisible watermark",
+                                    info="A keyed mark this installation can detect later (see below).",
+                                    elem_id="export-invisible")
+        with gr.Row():
+            export_btn = gr.Button("Download", variant="primary", elem_id="export-btn")
+        export_file = gr.File(label="Export", interactive=False, elem_id="export-file")
+        with gr.Accordion("Check a video for the invisible watermark", open=False):
+            check_video = gr.File(label="Video (mp4/gif)", file_types=[".mp4", ".gif", ".mov", ".webm"],
+                                  type="filepath")
+            check_btn = gr.Button("Check", size="sm")
+            check_md = gr.Markdown()
+
+    def chains_for(value):
+        run_id = _run_id(value)
+        choices = [("All chains", "all")]
+        if run_id:
+            try:
+                choices += [(c, c) for c in exportlib.chain_names(studio.open_run(run_id))]
+            except StudioError:
+                pass
+        return gr.update(choices=choices, value="all")
+
+    def do_export(value, picked_chain, picked_formats, wm_text, wm_invisible, progress=gr.Progress()):
+        run_id = _run_id(value)
+        if not run_id:
+            raise gr.Error("Generate or open a run first.")
+        try:
+            wm = exportlib.Watermark(text=wm_text or "", invisible=bool(wm_invisible))
+            return str(exportlib.zip_run(studio.open_run(run_id), None if picked_chain in (None, "all") else picked_chain,
+                                         picked_formats or [], wm, progress=lambda f, m: progress(f, desc=m)))
+        except BaseException as exc:
+            raise _error(exc)
+
+    def do_check(path):
+        if not path:
+            raise gr.Error("Upload a video to check.")
+        try:
+            key = exportlib.installation_key(studio.settings.outputs)
+            d = exportlib.detect_file(uploaded_file(path, "Video"), key)
+        except BaseException as exc:
+            raise _error(exc)
+        verdict = "✅ watermark found" if d.detected else "no watermark of this installation found"
+        return f"**{verdict}** — score z = {d.z:.1f} (threshold {exportlib.Z_THRESHOLD:g}), confidence {d.confidence:.3f}"
+
+    run_id_state.change(chains_for, [run_id_state], [chain], queue=False)
+    export_btn.click(do_export, [run_id_state, chain, formats, text, invisible], [export_file],
+                     concurrency_id="export", concurrency_limit=2, api_name="export")
+    check_btn.click(do_check, [check_video], [check_md], concurrency_id="export", concurrency_limit=2)
+    return {"formats": formats, "chain": chain, "text": text, "invisible": invisible, "button": export_btn,
+            "file": export_file, "check_video": check_video, "check": check_btn, "check_result": check_md}

@@ -512,6 +512,9 @@ class Studio:
                 run.add_timing("generate", time.perf_counter() - t0)
                 run.update(generator_info=_jsonable(result.info))
                 clip = result.clip
+                if generator.camera_control and clip.num_frames != path.num_frames and clip.num_frames >= 2:
+                    # record the path the clip actually follows (e.g. kenburns resampled it)
+                    run.write_json("camera", path.resampled(clip.num_frames).to_dict())
                 reference = _reference_image(image, result.info, clip)
                 native = (clip.width, clip.height)
                 measures: dict[str, dict[str, Any]] = {}

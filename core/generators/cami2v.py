@@ -1,0 +1,135 @@
+"""The DynamiCrafter-family camera models as `Generator`s: cami2v-512, cami2v-256, cameractrl-256,
+motionctrl-256.
+
+The generator does not load weights itself: it is given `load_model`, a callable returning the
+resident `LatentVideoDiffusion` (the model manager owns loading, placement and eviction). Its
+parameters follow the upstream demo's controls, ranges and defaults; the prompt suffix and the
+negative prompt are ordinary, visible parameters (defaults written for interiors; the upstream
+strings are `UPSTREAM_PROMPT_SUFFIX` / `UPSTREAM_NEGATIVE_PROMPT` in the pipeline module).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from ..clip import Clip
+from ..errors import OutOfMemory
+from ..params import ParamSpec, resolve_params
+from ..progress import Progress, as_progress
+from .base import GenerateRequest, GenerateResult, Generator
+
+
+@dataclass(frozen=True)
+class CamI2VVariant:
+    name: str
+    preset: str  # core.models.cami2v.config.PRESETS key
+    label: str
+    width: int
+    height: int
+
+
+VARIANTS: dict[str, CamI2VVariant] = {
+    v.name: v for v in (
+        CamI2VVariant("cami2v-512", "cami2v-512", "CamI2V 512x320", 512, 320),
+        CamI2VVariant("cami2v-256", "cami2v-256", "CamI2V 256x256", 256, 256),
+        CamI2VVariant("cameractrl-256", "cameractrl-256", "CameraCtrl 256x256", 256, 256),
+        CamI2VVariant("motionctrl-256", "motionctrl-256", "MotionCtrl 256x256", 256, 256),
+    )
+}
+
+
+def param_specs_for(variant: CamI2VVariant) -> tuple[ParamSpec, ...]:
+    # Imported here so listing generators does not import torch-heavy modules.
+    from ..models.cami2v.pipeline import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT_SUFFIX
+
+    stride_help = ("Source-video frame stride the motion should mimic; the 512 model is told "
+                   "fps = 29.97 // stride, the 256 models the stride itself. Larger means faster motion.")
+    return (
+        ParamSpec("steps", "int", 25, "Sampling steps", 1, 250, 1, help="DDIM steps (trailing spacing)."),
+        ParamSpec("cfg_scale", "float", 5.5, "CFG scale", 1.0, 15.0, 0.5,
+                  help="Text + image classifier-free guidance; 1 turns it off."),
+        ParamSpec("frame_stride", "int", 2, "Frame stride", 1, 10, 1, help=stride_help),
+        ParamSpec("enable_camera", "bool", True, "Camera condition",
+                  help="Off: the camera path is ignored and the model moves freely."),
+        ParamSpec("camera_cfg", "float", 1.0, "Camera CFG", 1.0, 4.0, 0.1,
+                  help="Extra guidance towards the camera path (one more UNet pass per step when > 1)."),
+        ParamSpec("camera_cfg_schedule", "choice", "constant", "Camera CFG schedule",
+                  choices=("constant", "cosine"), help="cosine: camera guidance fades in as noise decreases."),
+        ParamSpec("eta", "float", 1.0, "Eta", 0.0, 1.0, 0.05, help="DDIM noise: 1 = upstream default, 0 = deterministic."),
+        ParamSpec("guidance_rescale", "float", 0.7, "Guidance rescale", 0.0, 1.0, 0.05,
+                  help="Pulls the guided prediction's spread back towards the conditional one (fights over-saturation)."),
+        ParamSpec("prompt_suffix", "str", DEFAULT_PROMPT_SUFFIX, "Prompt suffix",
+                  help="Appended to the prompt. The upstream demo appends a fixed suffix; set it here to reproduce it."),
+        ParamSpec("negative_prompt", "str", DEFAULT_NEGATIVE_PROMPT, "Negative prompt",
+                  help="Text of the unconditional CFG branch (a non-empty request negative prompt wins)."),
+        ParamSpec("decode_chunk", "int", 4, "Frames per VAE decode", 1, 16, 1,
+                  help="Memory vs speed when decoding the latent video."),
+    )
+
+
+class CamI2VGenerator(Generator):
+    """One camera-controlled DynamiCrafter variant; see the module docstring."""
+
+    num_frames = 16
+    fps = 10.0
+    camera_control = True
+    is_ai = True
+
+    def __init__(self, name: str, load_model: Callable[[], Any]):
+        try:
+            variant = VARIANTS[name]
+        except KeyError:
+            raise ValueError(f"unknown CamI2V-family generator {name!r}; known: {', '.join(VARIANTS)}") from None
+        self.variant = variant
+        self.name = variant.name
+        self.label = variant.label
+        self.width = variant.width
+        self.height = variant.height
+        self._load_model = load_model
+        self._pipeline = None
+        self._pipeline_model = None
+
+    def param_specs(self) -> Sequence[ParamSpec]:
+        return param_specs_for(self.variant)
+
+    def _pipeline_for(self, model: Any):
+        from ..models.cami2v.pipeline import CamI2VPipeline
+
+        from ..models.cami2v.config import get_preset
+
+        if self._pipeline is None or self._pipeline_model is not model:
+            expected = get_preset(self.variant.preset)
+            if model.params.camera != expected.camera:
+                raise ValueError(f"{self.name} needs a {expected.camera!r} model, got {model.params.name}")
+            self._pipeline, self._pipeline_model = CamI2VPipeline(model), model
+        return self._pipeline
+
+    def generate(self, request: GenerateRequest, progress: Progress) -> GenerateResult:
+        import torch
+
+        from ..models.cami2v.pipeline import CamI2VRequest, SamplingOptions
+
+        progress = as_progress(progress)
+        params = resolve_params(self.param_specs(), request.params)
+        progress(0.0, f"loading {self.label}")
+        pipe = self._pipeline_for(self._load_model())
+        options = SamplingOptions(
+            steps=params["steps"], cfg_scale=params["cfg_scale"], eta=params["eta"],
+            guidance_rescale=params["guidance_rescale"], frame_stride=params["frame_stride"],
+            enable_camera=params["enable_camera"], camera_cfg=params["camera_cfg"],
+            camera_cfg_schedule=params["camera_cfg_schedule"], decode_chunk=params["decode_chunk"])
+        req = CamI2VRequest(
+            image=request.image, camera=request.camera, prompt=request.prompt,
+            prompt_suffix=params["prompt_suffix"],
+            negative_prompt=request.negative_prompt or params["negative_prompt"],
+            seed=request.seed, options=options)
+        try:
+            result = pipe.generate(req, progress=progress)
+        except torch.cuda.OutOfMemoryError:
+            raise OutOfMemory(f"{self.label} ran out of GPU memory; lower the frames per VAE decode, "
+                              "turn camera CFG off, or use a 256x256 model.") from None
+        info = dict(result.info)
+        info["params"] = dict(params)
+        info["fps"] = self.fps
+        return GenerateResult(Clip(result.frames, self.fps), info)

@@ -112,6 +112,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 camera=CameraSpec(mode="preset", preset=preset, amount=amount, distance=distance),
                 prompt=args.prompt, negative_prompt=args.negative_prompt, seed=args.seed, params=params,
                 chains=tuple(chains), roles=roles, save_frames=args.frames,
+                measure_adherence=args.adherence,
             )
             bar = tqdm(total=1000, desc=f"{image_path.name} {preset}", unit="‰", leave=True,
                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
@@ -252,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--param", action="append", default=[], help="generator parameter NAME=VALUE (repeatable)")
     g.add_argument("--out", required=True, help="output folder")
     g.add_argument("--frames", action="store_true", help="also write the PNG frames the metrics used")
+    g.add_argument("--adherence", action="store_true",
+                   help="score how well each video follows its camera path (structure from motion)")
     g.add_argument("--models", default=None, help="model registry (default models.json)")
     g.add_argument("--device", default="auto")
     g.add_argument("--dtype", default="auto")

@@ -22,7 +22,9 @@ Schema (one object; `models` maps a registry name to an entry):
             "url": null,                  # plain HTTPS source instead of the hub
             "sha256": null, "size": null, "git_blob": null,
             "optional": false,
-            "manual": null                # how to obtain it when no automatic source exists
+            "manual": null,               # how to obtain it when no automatic source exists
+            "snapshot": false,            # true: `repo` is fetched whole into the folder `path`
+            "include": []                 # with snapshot: only files matching these globs
           }]
         }
       }
@@ -64,8 +66,9 @@ class WeightFile:
     optional: bool = False
     manual: str | None = None
     # For a hub snapshot of a whole folder (e.g. a transformers model): the repo is fetched
-    # into `path` as a directory.
+    # into `path` as a directory; `include` (glob patterns) limits it to the files needed.
     snapshot: bool = False
+    include: tuple[str, ...] = ()
 
     def resolve(self, root: Path) -> Path:
         p = Path(self.path).expanduser()
@@ -225,10 +228,11 @@ def _err(source: str, name: str, fld: str, msg: str) -> ConfigError:
     return ConfigError(f"{source}: entry {name!r}, field '{fld}': {msg}.")
 
 
-def _get(source, name, raw, fld, typ, default=..., allow_none=False):
+def _get(source, name, raw, fld, typ, default=..., allow_none=False, where=""):
+    shown = f"{where}.{fld}" if where else fld
     if fld not in raw:
         if default is ...:
-            raise _err(source, name, fld, "is required")
+            raise _err(source, name, shown, "is required")
         return default
     v = raw[fld]
     if v is None and allow_none:
@@ -241,14 +245,14 @@ def _get(source, name, raw, fld, typ, default=..., allow_none=False):
         ok = isinstance(v, typ)
     if not ok:
         tname = {str: "a string", bool: "true or false", int: "an integer", dict: "an object", list: "a list"}[typ]
-        raise _err(source, name, fld, f"must be {tname}, got {json.dumps(v)[:60]}")
+        raise _err(source, name, shown, f"must be {tname}, got {json.dumps(v)[:60]}")
     return v
 
 
 _ENTRY_FIELDS = {"kind", "variant", "label", "description", "license", "needs_gpu", "requires", "defaults",
                  "options", "files"}
 _FILE_FIELDS = {"role", "path", "repo", "filename", "revision", "url", "sha256", "size", "git_blob", "optional",
-                "manual", "snapshot", "note"}
+                "manual", "snapshot", "include", "note"}
 
 
 def _parse_entry(source: str, name: Any, raw: Any) -> ModelEntry:
@@ -301,10 +305,10 @@ def _parse_file(source: str, name: str, i: int, raw: Any) -> WeightFile:
         raise _err(source, name, f"{pre}.{sorted(unknown)[0]}", "is not a known field")
 
     def g(fld, typ, default=None):
-        return _get(source, name, raw, fld, typ, default=default, allow_none=True) if fld in raw else default
+        return _get(source, name, raw, fld, typ, default=default, allow_none=True, where=pre) if fld in raw else default
 
-    role = _get(source, name, raw, "role", str)
-    path = _get(source, name, raw, "path", str)
+    role = _get(source, name, raw, "role", str, where=pre)
+    path = _get(source, name, raw, "path", str, where=pre)
     if not path.strip():
         raise _err(source, name, f"{pre}.path", "must not be empty")
     sha = g("sha256", str)
@@ -322,6 +326,9 @@ def _parse_file(source: str, name: str, i: int, raw: Any) -> WeightFile:
     repo = g("repo", str)
     filename = g("filename", str)
     snapshot = bool(g("snapshot", bool, False))
+    include = g("include", list, [])
+    if include and (not snapshot or any(not isinstance(x, str) or not x for x in include)):
+        raise _err(source, name, f"{pre}.include", "must be a list of glob patterns, on a snapshot file")
     if repo and not filename and not snapshot:
         raise _err(source, name, f"{pre}.filename", "is required with 'repo' (or set \"snapshot\": true)")
     return WeightFile(
@@ -337,4 +344,5 @@ def _parse_file(source: str, name: str, i: int, raw: Any) -> WeightFile:
         optional=bool(g("optional", bool, False)),
         manual=g("manual", str),
         snapshot=snapshot,
+        include=tuple(include),
     )

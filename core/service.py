@@ -147,6 +147,9 @@ class JobRequest:
     image_name: str | None = None
     save_frames: bool = False
     save_gif: bool = False
+    # Estimate the clip's camera by structure from motion and score it against the requested
+    # path (CamI2V's RotErr / TransErr / CamMC); seconds of CPU per clip.
+    measure_adherence: bool = False
 
 
 @dataclass
@@ -475,6 +478,11 @@ class Studio:
             path = self.camera_path(request.camera, request.model)
             seed = _check_seed(request.seed)
             stage_params = {k: dict(v) for k, v in request.stage_params.items() if k in stages}
+            for name, stage in stages.items():
+                # a text-guided stage (Upscale-A-Video) describes the clip with the job's prompt
+                if request.prompt and any(p.name == "prompt" for p in stage.param_specs()) \
+                        and not stage_params.get(name, {}).get("prompt"):
+                    stage_params.setdefault(name, {})["prompt"] = request.prompt
 
             run = Run.create(self.settings.outputs, kind="walkthrough", min_free_bytes=self.settings.min_free_bytes,
                              free_space_fn=self.settings.free_space_fn,
@@ -501,7 +509,8 @@ class Studio:
                               weights=self._weight_hashes(entry))
 
                 has_post = any(c != "none" for c in chain_texts)
-                gen_prog = prog.sub(0.0, 0.5 if has_post else 0.9)
+                gen_end = 0.45 if has_post else 0.85
+                gen_prog = prog.sub(0.0, gen_end if request.measure_adherence else gen_end + 0.05)
                 t0 = time.perf_counter()
                 with self._device_lock:
                     gen_prog(0.0, f"{entry.label}: starting")
@@ -519,6 +528,10 @@ class Studio:
                 native = (clip.width, clip.height)
                 measures: dict[str, dict[str, Any]] = {}
 
+                adherence = None
+                if request.measure_adherence:
+                    adherence = self._adherence(run, clip, path, prog.sub(gen_end, gen_end + 0.05))
+
                 def record(name: str, out: Clip, stages_info: list[dict[str, Any]]) -> JobEvent:
                     run.add_chain(name, stages=stages_info)
                     video = run.write_chain_video(name, out)
@@ -526,6 +539,8 @@ class Studio:
                     if request.save_gif:
                         run.write_chain_video(name, out, "gif")
                     m = metriclib.measure(out, reference_image=reference, common_size=native, study=True)
+                    if adherence is not None:  # post-processing keeps the camera: one score for all
+                        m["adherence"] = adherence
                     run.add_chain(name, metrics=m)
                     measures[name] = m
                     run.update(metrics={name: m})
@@ -558,6 +573,18 @@ class Studio:
             # Stops a chain worker still running when the consumer went away mid-job.
             cancel_event.set()
             self._forget(job_id)
+
+    def _adherence(self, run, clip: Clip, path: cam.CameraPath, prog: Progress) -> dict[str, Any]:
+        """Camera adherence of the generated clip (CPU; outside the device lock). The full result
+        (per-frame errors, both trajectories) goes to run.json; the summary is returned."""
+        from .adherence import measure_adherence
+
+        t0 = time.perf_counter()
+        full = measure_adherence(clip, path, progress=prog)
+        run.add_timing("adherence", time.perf_counter() - t0)
+        run.update(adherence=_jsonable(full))
+        keys = ("available", "estimator", "RotErr", "RotErr_deg", "TransErr", "CamMC", "reason")
+        return {k: full[k] for k in keys if k in full}
 
     def _run_chains_iter(self, clip, post, roles, stage_params, stages, prog, on_result, pending):
         """Run the chains in a worker thread so each finished chain can be yielded at once."""

@@ -323,6 +323,8 @@ def _hub_snapshot(wf: WeightFile, target: Path, *, token: str | None, endpoint: 
     kwargs: dict[str, Any] = {}
     if on_bytes is not None and not bar:
         kwargs["tqdm_class"] = _forwarding_tqdm(on_bytes)
+    if wf.include:
+        kwargs["allow_patterns"] = list(wf.include)
     got = snapshot_download(wf.repo, revision=wf.revision, local_dir=target, token=token, endpoint=endpoint,
                             local_files_only=offline_mode(), **kwargs)
     return Path(got)

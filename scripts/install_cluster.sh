@@ -10,7 +10,7 @@
 #      they need an NVIDIA driver R580 or newer; for older drivers set TORCH_INDEX_URL to
 #      PyTorch's cu12x wheel index, e.g. https://download.pytorch.org/whl/cu126)
 #   2. requirements.txt (the CPU-safe core)
-#   3. the GPU extras: requirements-gpu.txt when present, else bitsandbytes and diffusers
+#   3. the GPU extras: requirements-gpu.txt when present, else bitsandbytes and pycolmap
 #      at the versions checked against torch 2.13
 #   optional: WITH_AWQ=1 adds gptqmodel 7.6.0 (the AWQ captioner; pins numpy 2.2.6, ~600 MB),
 #             WITH_XFORMERS=1 adds xformers 0.0.35 (never needed: attention uses PyTorch SDPA).
@@ -26,7 +26,7 @@ REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CAMI2V_VENV="${CAMI2V_VENV:-$REPO_DIR/.venv}"
 TORCH_VERSION="2.13.0"
 TORCHVISION_VERSION="0.28.0"
-GPU_EXTRAS=(bitsandbytes==0.50.2 diffusers==0.42.1)
+GPU_EXTRAS=(bitsandbytes==0.50.2 pycolmap==4.2.1)
 
 run() {
   if [ "${DRY_RUN:-0}" != "0" ]; then

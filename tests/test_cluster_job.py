@@ -199,7 +199,7 @@ def test_install_script_pins_torch_and_always_uses_the_constraints(tmp_path):
     if (REPO / "requirements-gpu.txt").exists():
         assert "-r requirements-gpu.txt" in gpu
     else:
-        assert "bitsandbytes==0.50.2" in gpu and "diffusers==0.42.1" in gpu and "torchvision==0.28.0" in gpu
+        assert "bitsandbytes==0.50.2" in gpu and "pycolmap==4.2.1" in gpu and "torchvision==0.28.0" in gpu
     assert "gptqmodel" not in " ".join(cmds) and "xformers" not in " ".join(cmds) and "--index-url" not in pips[0]
     assert "import torch, torchvision" in out  # the environment is checked at the end
     assert "torch==2.13.0" in (REPO / "constraints.txt").read_text().split()

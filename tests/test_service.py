@@ -208,3 +208,15 @@ def test_consumer_closing_marks_run_cancelled(studio):
     run = studio.open_run(started.run_id)
     assert run.status == "cancelled" and "closed" in run.data["error"]
     assert run.data["chains"]["none"]["files"]["mp4"]
+
+
+def test_camera_adherence_is_measured_once_and_attached(studio):
+    req = JobRequest(photo(240, 360), CameraSpec(preset="pan-left"), params={"width": 192, "height": 120},
+                     chains=("none", "upscale"), stage_params={"lanczos": {"scale": 2}}, measure_adherence=True)
+    events = [e for e in run_all(studio, req) if e.chain]
+    a = events[0].metrics["adherence"]
+    assert a == events[1].metrics["adherence"]
+    assert a["available"], a
+    assert a["RotErr_deg"] < 5.0  # a pure pan rendered exactly: the estimate follows the request
+    run = studio.open_run(events[0].run_id)
+    assert "per_frame" in run.data["adherence"] and "adherence" in run.data["timings"]

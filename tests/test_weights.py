@@ -412,6 +412,19 @@ def test_hub_snapshot(tmp_path, server, online):
     assert len(server.state.log) == n
 
 
+def test_hub_snapshot_include_patterns(tmp_path, server, online):
+    server.state.hub["model_index.json"] = b"{}"
+    server.state.hub["unet/diffusion_pytorch_model.fp16.safetensors"] = PAYLOAD
+    server.state.hub["unet/diffusion_pytorch_model.safetensors"] = PAYLOAD * 2
+    server.state.hub["svd_xt.safetensors"] = PAYLOAD * 3
+    reg = direct_registry(tmp_path, WeightFile(role="model", path="pretrained_models/demo", repo="owner/repo",
+                                               snapshot=True, include=("model_index.json", "*/*.fp16.safetensors")))
+    weights.fetch(reg, "demo", endpoint=server.url)
+    folder = tmp_path / "pretrained_models" / "demo"
+    got = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and ".cache" not in p.parts)
+    assert got == ["model_index.json", "unet/diffusion_pytorch_model.fp16.safetensors"]
+
+
 @pytest.mark.parametrize("status, error_code, words", [(401, None, "access denied"), (403, None, "access denied"),
                                                        (401, "GatedRepo", "gated")])
 def test_hub_gated_or_private(tmp_path, server, online, status, error_code, words):

@@ -112,6 +112,15 @@ def _error(exc: BaseException) -> gr.Error:
     return gr.Error(f"Unexpected error ({type(exc).__name__}: {exc}). Details are in the server log.")
 
 
+def adherence_markdown(a: dict[str, Any]) -> str:
+    """One line on how well the video follows the requested camera path."""
+    if not a.get("available"):
+        return f"Camera adherence: not measured ({a.get('reason', 'no estimate')})."
+    return (f"**Camera adherence** ({a.get('estimator')}): RotErr {a['RotErr']:.3f} rad "
+            f"({a['RotErr_deg']:.1f}°), TransErr {a['TransErr']:.3f}, CamMC {a['CamMC']:.3f} "
+            "— sums over frames against the requested path; lower is closer, 0 is exact.")
+
+
 def _keyframe_rows(path: cam.CameraPath, n: int = 5) -> list[list[float]]:
     rows = []
     for kf in cam.keyframes_from_path(path, n):
@@ -205,9 +214,6 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                                 seed = gr.Number(value=12333, precision=0, label="Seed", minimum=0,
                                                  maximum=2**32 - 1, scale=4)
                                 dice = gr.Button("🎲", scale=1, min_width=40)
-                            negative = gr.Textbox(label="Negative prompt", lines=2,
-                                                  visible=infos.get(default_model) is not None
-                                                  and infos[default_model].is_ai)
 
                         with gr.Group():
                             gr.Markdown("### Camera")
@@ -241,7 +247,12 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                                                    type="filepath")
                             camera_plot = gr.Plot(label="Camera path (blue → red over time)", elem_id="camera-plot")
                             camera_msg = gr.Markdown(elem_classes="warning")
-                            camera_export = gr.DownloadButton("Download camera path (.txt)", size="sm")
+                            with gr.Row():
+                                adherence_box = gr.Checkbox(
+                                    value=False, label="Score camera adherence",
+                                    info="Estimate the video's camera by structure from motion and compare it with "
+                                         "this path (CamI2V's RotErr / TransErr / CamMC); seconds of CPU.")
+                                camera_export = gr.DownloadButton("Download camera path (.txt)", size="sm")
 
                         with gr.Group():
                             gr.Markdown("### Post-processing chains")
@@ -348,7 +359,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             cam_note = "" if info is None or info.camera_control else \
                 "This model has no camera control: the camera path is ignored."
             boxes = [gr.update(visible=n == name) for n in param_boxes]
-            return [note, cam_note, gr.update(visible=bool(info and info.is_ai)),
+            return [note, cam_note,
                     framing_preview(image, w, h, wps)] + boxes
 
         def preset_changed(pid):
@@ -457,6 +468,9 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             md = metriclib.render_markdown(rows) if rows else ""
             if md and state.get("run"):
                 md = f"Run `{state['run']}` · mean (±std) over consecutive frame pairs\n\n" + md
+            adh = next((m["adherence"] for m in ms.values() if m.get("adherence")), None)
+            if adh:
+                md += "\n\n" + adherence_markdown(adh)
             return metric_figure(ms, "tpsnr", var, order), metric_figure(ms, "tssim", var, order), md
 
         def render_players(state, note=""):
@@ -483,7 +497,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                     raise StudioError("Tick at least one chain to compare (for example 'none').")
                 request = JobRequest(
                     image=image, camera=spec, model=name, prompt=data[prompt] or "",
-                    negative_prompt=data[negative] or "", seed=int(data[seed] or 0), params=params,
+                    seed=int(data[seed] or 0), params=params, measure_adherence=bool(data[adherence_box]),
                     chains=tuple(picked), roles={"denoise": data[denoiser], "upscale": data[upscaler]},
                     stage_params=stage_params,
                 )
@@ -580,7 +594,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
         photo.change(load_photo, [photo, model, waypoints_state], [photo_state, preview, waypoints_state]) \
             .then(update_camera, [model] + cam_inputs, [camera_plot, camera_msg])
         model.change(model_changed, [model, photo_state, waypoints_state],
-                     [model_note, camera_note, negative, preview] + list(param_boxes.values())) \
+                     [model_note, camera_note, preview] + list(param_boxes.values())) \
             .then(update_camera, [model] + cam_inputs, [camera_plot, camera_msg])
         preset.change(preset_changed, [preset], [amount, distance, preset_desc])
         cam_mode.change(mode_changed, [cam_mode], [preset_box, kf_box, wp_box, file_box])
@@ -596,7 +610,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
         caption_btn.click(do_caption, [photo_state, caption_prompt], [prompt], concurrency_id=GPU,
                           concurrency_limit=1, api_name="caption")
 
-        gen_inputs = {job_state, model, photo_state, prompt, negative, seed, chains, custom_chain, denoiser,
+        gen_inputs = {job_state, model, photo_state, prompt, adherence_box, seed, chains, custom_chain, denoiser,
                       upscaler, variant, *cam_inputs, *(c for _, _, c in param_controls),
                       *(c for _, _, c in stage_controls)}
         generate_btn.click(new_job, None, [job_state], queue=False) \
@@ -640,7 +654,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
         demo.load(refresh_runs, None, [runs_table, run_pick]) \
             .then(refresh_models, None, [models_table, status_table, mem_md]) \
             .then(model_changed, [model, photo_state, waypoints_state],
-                  [model_note, camera_note, negative, preview] + list(param_boxes.values())) \
+                  [model_note, camera_note, preview] + list(param_boxes.values())) \
             .then(update_camera, [model] + cam_inputs, [camera_plot, camera_msg])
 
     launch_kwargs = dict(

@@ -17,7 +17,10 @@ from ..clip import Clip
 from ..errors import OutOfMemory
 from ..params import ParamSpec, resolve_params
 from ..progress import Progress, as_progress
+from ..registry import ModelEntry, Registry
 from .base import GenerateRequest, GenerateResult, Generator
+
+DTYPES = ("fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,11 @@ class CamI2VGenerator(Generator):
         self._pipeline = None
         self._pipeline_model = None
 
+    @classmethod
+    def from_entry(cls, entry: ModelEntry, load_model: Callable[[], Any]) -> "CamI2VGenerator":
+        """The generator of a models.json entry (options.variant defaults to the entry's name)."""
+        return cls(entry.options.get("variant", entry.name), load_model)
+
     def param_specs(self) -> Sequence[ParamSpec]:
         return param_specs_for(self.variant)
 
@@ -133,3 +141,22 @@ class CamI2VGenerator(Generator):
         info["params"] = dict(params)
         info["fps"] = self.fps
         return GenerateResult(Clip(result.frames, self.fps), info)
+
+
+def load_model(registry: Registry, entry: ModelEntry | str, *, device: Any = "cpu", dtype: str = "fp32"):
+    """The service's loader: the entry's released checkpoint (full, or camera weights laid over its
+    optional DynamiCrafter `base` file), strictly loaded straight onto `device` in `dtype`
+    ("fp32" | "bf16" | "fp16"; the geometry and GroupNorm stay in fp32 inside the model)."""
+    import torch
+
+    from ..models.cami2v.model import load_checkpoint_files
+
+    entry = registry.get(entry) if isinstance(entry, str) else entry
+    registry.require_files(entry)
+    variant = VARIANTS[entry.options.get("variant", entry.name)]
+    if dtype not in DTYPES:
+        dtype = "fp32"
+    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    base = registry.path(entry, "base") if entry.has_file("base") else None
+    return load_checkpoint_files(variant.preset, registry.path(entry, "checkpoint"), base, device=device,
+                                 dtype=torch_dtype, fetch_name=entry.name)

@@ -1,0 +1,371 @@
+"""Reading, checking and strictly loading DynamiCrafter-family checkpoints.
+
+Accepted files: `.safetensors`, or `.pt` / `.ckpt` (torch zip format) holding a raw state dict
+or one wrapped as `{"state_dict": ...}` (Lightning) or `{"module": ...}` (DeepSpeed). A model is
+loaded from one full file, or from a DynamiCrafter base file with a camera-only file laid over
+it (base first; the overlay's keys win). Keys go through `keymap` (the ``lvdm`` format, plus the
+DynamiCrafter-256 `framestride_embed` rename) and must then match the model exactly.
+
+Schedule buffers in a file (`betas`, `alphas_cumprod`, ..., `scale_arr`) and the pose encoder's
+position tables (`...pos_encoder.pe`) are accepted and ignored: they are derived from the config
+and recomputed (the upstream demo also re-registers the schedule after loading).
+
+Memory: nothing is read twice. Safetensors files are read one tensor at a time; torch files
+are memory-mapped (`mmap=True, weights_only=True`). Each tensor is cast to the target dtype and
+device as it is read and assigned into a meta-device model (`load_state_dict(assign=True)`).
+Header-only inspection (`read_header`) never reads tensor data.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import pickle
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ...errors import CheckpointError, WeightsMissing
+from . import keymap
+from .config import ModelParams, get_preset
+
+LIST_LIMIT = 8  # keys shown per list in error messages
+
+_ST_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+@dataclass
+class CheckpointFile:
+    """One opened checkpoint: upstream (``lvdm``-normalised) key -> shape, plus a tensor reader.
+
+    `read(key)` returns the tensor (memory-mapped or freshly read); `format` is "lvdm" or
+    "dynamicrafter-256"; `wrapper` is None, "state_dict" or "module".
+    """
+
+    path: Path
+    shapes: dict[str, tuple[int, ...]]
+    dtypes: dict[str, torch.dtype]
+    read: Callable[[str], Tensor]
+    format: str = "lvdm"
+    wrapper: Optional[str] = None
+    _original: dict[str, str] = field(default_factory=dict)  # normalised key -> key in the file
+
+
+def _corrupt(path: Path, why: str) -> CheckpointError:
+    return CheckpointError(f"{path}: not a readable checkpoint ({why}); the file may be truncated or corrupt — "
+                           f"delete it and fetch it again")
+
+
+def _normalise(path: Path, raw_keys: Iterable[str]) -> tuple[dict[str, str], str]:
+    original: dict[str, str] = {}
+    fmt = "lvdm"
+    for k in raw_keys:
+        nk = keymap.normalize_upstream_key(k)
+        if nk != k:
+            fmt = "dynamicrafter-256"
+        original[nk] = k
+    return original, fmt
+
+
+def _read_safetensors_header(path: Path) -> dict:
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise _corrupt(path, "shorter than a safetensors header")
+        (n,) = struct.unpack("<Q", head)
+        if n > size - 8 or n > 512 * 1024 * 1024:
+            raise _corrupt(path, "safetensors header length exceeds the file")
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise _corrupt(path, f"safetensors header is not JSON: {e}") from None
+    header.pop("__metadata__", None)
+    end = max((int(v["data_offsets"][1]) for v in header.values()), default=0)
+    if 8 + n + end > size:
+        raise _corrupt(path, f"data ends at byte {8 + n + end} but the file has {size} bytes")
+    return header
+
+
+def _open_safetensors(path: Path) -> CheckpointFile:
+    header = _read_safetensors_header(path)
+    original, fmt = _normalise(path, header)
+    shapes = {k: tuple(int(s) for s in header[o]["shape"]) for k, o in original.items()}
+    dtypes = {k: _ST_DTYPES.get(header[o]["dtype"], torch.float32) for k, o in original.items()}
+    handle = None
+
+    def read(key: str) -> Tensor:
+        nonlocal handle
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            if handle is None:
+                handle = safe_open(str(path), framework="pt", device="cpu")
+            return handle.get_tensor(original[key])
+        except SafetensorError as e:
+            raise _corrupt(path, str(e)) from None
+
+    return CheckpointFile(path, shapes, dtypes, read, fmt, None, original)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _torch_load(path: Path) -> object:
+    try:
+        return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except RuntimeError as e:
+        if "mmap" not in str(e):
+            raise
+    # Legacy (pre-zip) serialisation cannot be memory-mapped; it is read whole.
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _open_torch(path: Path) -> CheckpointFile:
+    try:
+        obj = _torch_load(path)
+    except pickle.UnpicklingError as e:
+        if "weights_only" in str(e).lower() or "weights only" in str(e).lower():
+            raise CheckpointError(f"{path}: holds Python objects besides tensors, which are not unpickled "
+                                  f"(weights_only); re-save its state dict or use the safetensors file") from None
+        raise _corrupt(path, f"UnpicklingError: {_first_line(e)}") from None
+    except Exception as e:  # the zip/pickle stack raises many types for a damaged file
+        raise _corrupt(path, f"{type(e).__name__}: {_first_line(e)}") from None
+    wrapper = None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj, wrapper = obj["state_dict"], "state_dict"
+    elif isinstance(obj, dict) and isinstance(obj.get("module"), dict):
+        obj, wrapper = obj["module"], "module"
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a state dict, found {type(obj).__name__}")
+    tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, Tensor)}
+    if not tensors:
+        raise CheckpointError(f"{path}: holds no tensors (keys: {', '.join(map(str, list(obj)[:LIST_LIMIT]))})")
+    original, fmt = _normalise(path, tensors)
+    shapes = {k: tuple(tensors[o].shape) for k, o in original.items()}
+    dtypes = {k: tensors[o].dtype for k, o in original.items()}
+    return CheckpointFile(path, shapes, dtypes, lambda key: tensors[original[key]], fmt, wrapper, original)
+
+
+def open_checkpoint(path: str | Path) -> CheckpointFile:
+    """Open `path` lazily (see module docstring). Missing -> WeightsMissing; damaged -> CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsMissing(f"checkpoint file not found: {path}")
+    if path.suffix == ".safetensors":
+        return _open_safetensors(path)
+    if path.suffix in (".pt", ".ckpt", ".pth", ".bin"):
+        return _open_torch(path)
+    raise CheckpointError(f"{path}: unknown checkpoint extension {path.suffix!r} (expected .safetensors, .pt or .ckpt)")
+
+
+# ---------------------------------------------------------------------------------------------
+# What a file is, and whether it fits a preset
+
+
+def identify(shapes: Mapping[str, tuple[int, ...]], fmt: str = "lvdm") -> str:
+    """A human-readable guess of which model a checkpoint's (upstream) keys belong to.
+
+    Returns e.g. "cami2v-512", "cameractrl-256", "dynamicrafter-256", "cami2v (camera-only file,
+    resolution not identifiable)", a bare family when nothing tells the resolution, or "unknown".
+    Resolution evidence: `scale_arr` (512 only), `attn2.alpha` / `framestride_embed` (256 only).
+    """
+    keys = shapes.keys()
+    unet = [k for k in keys if k.startswith("model.diffusion_model.")]
+    if not unet and not any(k.startswith("pose_encoder.") for k in keys):
+        return "unknown"
+    if any(".epipolar." in k for k in unet):
+        family = "cami2v"
+    elif any(".cc_projection." in k for k in unet):
+        w = next(shapes[k] for k in unet if k.endswith(".cc_projection.weight"))
+        family = "motionctrl" if len(w) == 2 and w[1] == w[0] + 12 else "cameractrl"
+    elif any(k.startswith("pose_encoder.") for k in keys):
+        family = "cameractrl"
+    else:
+        family = "dynamicrafter"
+    if "scale_arr" in keys:
+        return f"{family}-512"
+    if fmt == "dynamicrafter-256" or any(k.endswith(".attn2.alpha") for k in unet):
+        return f"{family}-256"
+    if "model.diffusion_model.input_blocks.0.0.weight" not in keys:
+        return f"{family} (camera-only file, resolution not identifiable)"
+    return family
+
+
+def _is_derived(upstream_key: str) -> bool:
+    return upstream_key in keymap.TOP_LEVEL_BUFFERS or upstream_key.endswith(".pos_encoder.pe")
+
+
+@functools.lru_cache(maxsize=8)
+def expected_shapes(params: ModelParams) -> dict[str, tuple[int, ...]]:
+    """Upstream key -> shape of every state-dict entry of `params`' full model (meta build).
+
+    Cached per preset; treat the result as read-only."""
+    from .model import LatentVideoDiffusion
+
+    with torch.device("meta"):
+        model = LatentVideoDiffusion(params)
+    return {keymap.to_upstream(k): tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _listing(title: str, keys: Sequence[str]) -> str:
+    shown = ", ".join(keys[:LIST_LIMIT])
+    more = f", ... (+{len(keys) - LIST_LIMIT} more)" if len(keys) > LIST_LIMIT else ""
+    return f"{len(keys)} {title}: {shown}{more}"
+
+
+@dataclass
+class Verdict:
+    """Result of checking one file against a preset (`check_file`)."""
+
+    ok: bool
+    kind: str  # "full" | "camera-only" | "base" | "mismatch"
+    identified: str
+    message: str
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    wrong_shape: list[str] = field(default_factory=list)
+
+
+def check_file(params: ModelParams, shapes: Mapping[str, tuple[int, ...]], fmt: str = "lvdm",
+               name: str = "file") -> Verdict:
+    """Does a file with these (normalised upstream) key shapes fit preset `params`?
+
+    Full: every non-derived key, nothing else. Camera-only: exactly a subset that covers every
+    camera-specific key (to be laid over the base). Base: the DynamiCrafter preset the camera
+    model is built on. Anything else is a mismatch, with the likely variant named.
+    """
+    expected = expected_shapes(params)
+    found = {k: v for k, v in shapes.items() if not _is_derived(k)}
+    required = {k for k in expected if not _is_derived(k)}
+    ident = identify(shapes, fmt)
+    unexpected = sorted(set(found) - set(expected))
+    missing = sorted(required - set(found))
+    wrong = sorted(f"{k} {list(found[k])} != {list(expected[k])}" for k in set(found) & set(expected)
+                   if tuple(found[k]) != tuple(expected[k]))
+    if not unexpected and not wrong:
+        if not missing:
+            return Verdict(True, "full", ident, f"OK: {name} is a full {params.name} checkpoint "
+                           f"({len(found)} tensors; schedule buffers are recomputed)")
+        base_required: set[str] = set()
+        if params.base is not None:
+            base_required = {k for k in expected_shapes(get_preset(params.base)) if not _is_derived(k)}
+            camera_keys = required - base_required
+            if camera_keys <= set(found):
+                return Verdict(True, "camera-only", ident,
+                               f"OK: {name} is a camera-only {params.name} file ({len(found)} tensors); "
+                               f"load it over the {params.base} base checkpoint")
+            if set(found) == base_required:
+                return Verdict(True, "base", ident,
+                               f"OK: {name} is the {params.base} base of {params.name}; "
+                               f"it needs the {params.name} camera file laid over it")
+    lines = [f"{name} does not fit {params.name}"]
+    if ident == "unknown":
+        lines.append("it is not a DynamiCrafter-family checkpoint")
+    elif ident.split(" ")[0] not in (params.name, params.base):
+        lines.append(f"it looks like a {ident} checkpoint")
+    if missing:
+        lines.append(_listing("missing keys", missing))
+    if unexpected:
+        lines.append(_listing("unexpected keys", unexpected))
+    if wrong:
+        lines.append(_listing("keys with the wrong shape", wrong))
+    return Verdict(False, "mismatch", ident, "; ".join(lines), missing, unexpected, wrong)
+
+
+def read_header(path: str | Path) -> CheckpointFile:
+    """Keys and shapes only: the safetensors JSON header, or a memory-mapped torch load."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsMissing(f"checkpoint file not found: {path}")
+    if path.suffix == ".safetensors":
+        return _open_safetensors(path)
+    return open_checkpoint(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Strict loading
+
+
+@dataclass
+class LoadReport:
+    files: list[tuple[str, str, str]]  # (path, identified variant, format)
+    loaded: int  # tensors taken from files
+    ignored: list[str]  # derived entries found in files and recomputed instead
+
+
+def load_weights(model: nn.Module, paths: Sequence[str | Path], *, device=None,
+                 dtype: Optional[torch.dtype] = None, skip_absent_parts: bool = False) -> LoadReport:
+    """Strictly load `paths` (base first, then overlays) into `model` (a `LatentVideoDiffusion`,
+    typically built on the meta device), casting floating tensors to `dtype` on `device`.
+
+    Raises CheckpointError naming missing / unexpected / wrong-shape keys (first few of each,
+    with counts) and the variant the files look like. `skip_absent_parts` drops file keys of
+    components the model was built without (e.g. a UNet-only build for benchmarks).
+    """
+    from .model import LatentVideoDiffusion
+
+    if not isinstance(model, LatentVideoDiffusion):
+        raise TypeError("load_weights expects a LatentVideoDiffusion")
+    if not paths:
+        raise ValueError("no checkpoint files given")
+    files = [open_checkpoint(p) for p in paths]
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    derived_ours = set(model.derived_buffers(device="meta"))
+    sources: dict[str, tuple[CheckpointFile, str]] = {}
+    unexpected: list[str] = []
+    ignored: list[str] = []
+    for f in files:
+        for key in f.shapes:
+            if _is_derived(key):
+                ignored.append(key)
+                continue
+            try:
+                ours = keymap.to_ours(key)
+            except KeyError:
+                unexpected.append(key)
+                continue
+            if ours not in expected:
+                if skip_absent_parts and ours.split(".")[0] not in model.parts:
+                    continue
+                unexpected.append(key)
+                continue
+            sources[ours] = (f, key)
+    required = [k for k in expected if k not in derived_ours]
+    missing = [keymap.to_upstream(k) for k in required if k not in sources]
+    wrong = [f"{src[1]} {list(src[0].shapes[src[1]])} != {list(expected[k])}"
+             for k, src in sources.items() if tuple(src[0].shapes[src[1]]) != expected[k]]
+    if missing or unexpected or wrong:
+        idents = [f"{f.path.name} looks like {identify(f.shapes, f.format)}" for f in files]
+        lines = [f"checkpoint does not fit {model.params.name} ({'; '.join(idents)})"]
+        if missing:
+            lines.append(_listing("missing keys", missing))
+        if unexpected:
+            lines.append(_listing("unexpected keys", sorted(set(unexpected))))
+        if wrong:
+            lines.append(_listing("keys with the wrong shape", wrong))
+        if len(files) == 1 and missing and "model.diffusion_model.input_blocks.0.0.weight" not in files[0].shapes:
+            base = model.params.base or "DynamiCrafter"
+            lines.append(f"this is a camera-only file: load it over the {base} base checkpoint")
+        raise CheckpointError("; ".join(lines))
+
+    state: dict[str, Tensor] = {}
+    for k in required:
+        f, key = sources[k]
+        t = f.read(key)
+        state[k] = t.to(device=device, dtype=dtype if (dtype is not None and t.is_floating_point()) else None)
+    state.update(model.derived_buffers(device=device))
+    model.load_state_dict(state, strict=True, assign=True)
+    model.requires_grad_(False)
+    return LoadReport([(str(f.path), identify(f.shapes, f.format), f.format) for f in files],
+                      len(required), sorted(set(ignored)))

@@ -14,6 +14,7 @@ so the UI can show results while later chains still run, and it records everythi
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import threading
 import time
@@ -56,6 +57,16 @@ BUILTIN_MODELS: dict[str, Any] = {
 }
 
 ROLE_KIND = {"denoise": "denoiser", "upscale": "upscaler"}
+
+# Variants whose weights the model manager holds: variant -> (what, module, class). Each module
+# provides `load_model(registry, entry, *, device, dtype)`, and the class `from_entry(entry,
+# load_model)` where `load_model()` returns the resident model.
+MANAGED_VARIANTS: dict[str, tuple[str, str, str]] = {
+    "cami2v": ("generator", "core.generators.cami2v", "CamI2VGenerator"),
+    "svd": ("generator", "core.generators.svd", "SVDGenerator"),
+    "fastdvdnet": ("stage", "core.postprocess.fastdvdnet", "FastDVDnetStage"),
+    "upscale-a-video": ("stage", "core.postprocess.upscale_a_video", "UpscaleAVideoStage"),
+}
 MAX_ASPECT = 20  # longest photo side / shortest (panoramas are 2:1 to 8:1)
 
 
@@ -311,30 +322,21 @@ class Studio:
             from .generators.kenburns import KenBurnsGenerator
 
             return KenBurnsGenerator()
-        if entry.variant == "cami2v":
-            from .generators.cami2v import CamI2VGenerator
-
-            return CamI2VGenerator.from_entry(entry, load_model=self._managed(entry.name))
-        if entry.variant == "svd":
-            from .generators.svd import SVDGenerator
-
-            return SVDGenerator.from_entry(entry, load_model=self._managed(entry.name))
-        raise ConfigError(f"{self.registry.source}: entry {entry.name!r}, field 'variant': "
-                          f"unknown generator variant {entry.variant!r}.")
+        return self._construct_managed(entry, "generator")
 
     def _construct_stage(self, entry: ModelEntry) -> Stage:
         if entry.variant in ("nlmeans", "lanczos"):
             return chainlib.create_stage(entry.variant)
-        if entry.variant == "fastdvdnet":
-            from .postprocess.fastdvdnet import FastDVDnetStage
+        return self._construct_managed(entry, "stage")
 
-            return FastDVDnetStage.from_entry(entry, load_model=self._managed(entry.name))
-        if entry.variant == "upscale-a-video":
-            from .postprocess.upscale_a_video import UpscaleAVideoStage
-
-            return UpscaleAVideoStage.from_entry(entry, load_model=self._managed(entry.name))
-        raise ConfigError(f"{self.registry.source}: entry {entry.name!r}, field 'variant': "
-                          f"unknown stage variant {entry.variant!r}.")
+    def _construct_managed(self, entry: ModelEntry, what: str):
+        """A generator or stage whose model the manager holds (see MANAGED_VARIANTS)."""
+        spec = MANAGED_VARIANTS.get(entry.variant)
+        if spec is None or spec[0] != what:
+            raise ConfigError(f"{self.registry.source}: entry {entry.name!r}, field 'variant': "
+                              f"unknown {what} variant {entry.variant!r}.")
+        cls = getattr(importlib.import_module(spec[1]), spec[2])
+        return cls.from_entry(entry, load_model=self._managed(entry.name))
 
     # -- model loading through the manager -----------------------------------------------
     def _loader_for(self, name: str) -> Callable[[Any], Any]:
@@ -346,17 +348,10 @@ class Studio:
 
             cache = self.settings.outputs / "cache"
             return lambda device: Qwen2VLCaptioner.from_registry(reg, entry.name, device=device, cache_dir=cache)
-        module = {
-            "cami2v": "core.generators.cami2v",
-            "svd": "core.generators.svd",
-            "fastdvdnet": "core.postprocess.fastdvdnet",
-            "upscale-a-video": "core.postprocess.upscale_a_video",
-        }.get(entry.variant)
-        if module is None:
+        spec = MANAGED_VARIANTS.get(entry.variant)
+        if spec is None:
             raise ConfigError(f"{reg.source}: entry {entry.name!r} has no loadable model (variant {entry.variant!r}).")
-        import importlib
-
-        load = importlib.import_module(module).load_model
+        load = importlib.import_module(spec[1]).load_model
         return lambda device: load(reg, entry, device=device, dtype=dtype)
 
     def _managed(self, name: str) -> Callable[[], Any]:

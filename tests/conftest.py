@@ -104,3 +104,18 @@ def live_server(tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture()
+def torch_one_thread(request):
+    """Tiny models are dominated by per-operation overhead: on a 2-core runner a second OpenMP
+    thread only spins (several times slower wall time). Heavy tests keep every thread."""
+    import torch
+
+    if request.node.get_closest_marker("heavy"):
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -22,12 +22,7 @@ from core.models.cami2v.loader import identify, load_weights, open_checkpoint
 from core.models.cami2v.model import build_meta, build_with_weight_rule, load_checkpoint_files, load_pretrained
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _upstream_state(camera: str) -> dict[str, torch.Tensor]:

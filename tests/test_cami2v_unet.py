@@ -51,16 +51,7 @@ def _camera(model, camera: str, batch: int = 1):
                                   generator=torch.Generator().manual_seed(1))
 
 
-@pytest.fixture(autouse=True)
-def one_thread_for_tiny(request):
-    """Tiny models are dispatch-bound: two threads on a busy 2-core machine only spin."""
-    if request.node.get_closest_marker("heavy"):
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -83,14 +83,7 @@ def _thwc_to_tchw(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These tests run many small convolutions; on a shared 2-core runner the second OpenMP thread
-    mostly spins (measured: 5x slower wall time), so use one and restore afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -21,12 +21,7 @@ UAV_PARAMS = {"steps": 2, "noise_level": 80, "prompt": "a kitchen", "seed": 7}
 FDV_PARAMS = {"sigma": 20.0}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import re
 import sys
+import time
 import traceback
 import uuid
 from pathlib import Path
@@ -569,15 +570,26 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             return (render_players(state), psnr_fig, ssim_fig, md, state, files,
                     f"Showing run `{run_id}` ({run.status}).", gr.Tabs(selected="create"))
 
+        def loaded_models():
+            st = [[r["name"], r["state"], str(r.get("device") or ""), str(r.get("dtype") or ""),
+                   round((r.get("bytes") or 0) / 2**20, 1),
+                   time.strftime("%H:%M:%S", time.localtime(r["last_used"])) if r.get("last_used") else ""]
+                  for r in studio.model_status()]
+            mem = studio.memory_summary()
+            parts = []
+            for k, v in mem.items():
+                if isinstance(v, (dict, list)):
+                    continue
+                if k.endswith("_bytes") and isinstance(v, (int, float)):
+                    k, v = k[:-6], f"{v / 2**30:.2f} GiB"
+                parts.append(f"**{k.replace('_', ' ')}**: {v}")
+            return st, " · ".join(parts)
+
         def refresh_models():
             rows = []
             for i in studio.model_infos():
                 rows.append([i.name, i.kind, i.label, "yes" if i.available else "no", i.reason, i.license])
-            st = [[r["name"], r["state"], str(r.get("device") or ""), str(r.get("dtype") or ""),
-                   round((r.get("bytes") or 0) / 2**20, 1), r.get("last_used") or ""] for r in studio.model_status()]
-            mem = studio.memory_summary()
-            mem_txt = " · ".join(f"{k}: {v}" for k, v in mem.items() if not isinstance(v, (dict, list)))
-            return rows, st, mem_txt
+            return (rows, *loaded_models())
 
         def download(name, progress=gr.Progress()):
             if not name:
@@ -624,6 +636,8 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
         run_open.click(open_run, [run_pick, variant],
                        [players, psnr_plot, ssim_plot, table, results_state, downloads, status, tabs])
         status_refresh.click(refresh_models, None, [models_table, status_table, mem_md])
+        # the loaded-models panel follows the manager on its own (cheap: no model is touched)
+        gr.Timer(10).tick(loaded_models, None, [status_table, mem_md], queue=False, show_progress="hidden")
         dl_btn.click(download, [dl_pick], [dl_log], concurrency_id="download", concurrency_limit=1)
         def walkthrough(photo: FileData, model: str = "kenburns", preset: str = "push-in",
                         chains: list[str] = ["none"], seed: int = 0, prompt: str = "",

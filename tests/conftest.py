@@ -46,24 +46,13 @@ def reference_dir() -> Path:
 
 # -- a live dashboard for the gradio_client, load and browser tests ------------------------------
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory):
-    """`python app.py` on a free loopback port with a test registry: the built-in models plus a
-    tiny random Qwen2-VL captioner (built offline). Yields a dict with url, outputs, port."""
+    """The dashboard on a free loopback port with a test registry: the built-in models plus a
+    tiny random Qwen2-VL captioner (built offline). Yields a dict with url, outputs, port, root."""
     import json
-    import subprocess
-    import sys
-    import time
-    import urllib.request
 
+    from tests.dashboard import running_dashboard
     from tests.tiny_qwen import build_tiny_qwen2vl
 
     root = tmp_path_factory.mktemp("server")
@@ -76,34 +65,8 @@ def live_server(tmp_path_factory):
                       "files": [{"role": "model", "path": str(tiny)}]},
     }}
     (root / "models.json").write_text(json.dumps(registry))
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "GRADIO_TEMP_DIR": str(root / "gradio"),
-           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--port", str(port), "--models",
-                             str(root / "models.json"), "--outputs", str(root / "outputs"), "--device", "cpu"],
-                            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 180
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=5).read(100)
-            break
-        except Exception:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                log.close()
-                raise RuntimeError("the dashboard did not start:\n" + (root / "server.log").read_text()[-3000:])
-            time.sleep(0.5)
-    try:
-        yield {"url": url, "outputs": root / "outputs", "port": port, "root": root}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with running_dashboard(root, "--models", str(root / "models.json")) as server:
+        yield server
 
 
 @pytest.fixture()

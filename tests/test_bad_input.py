@@ -10,9 +10,6 @@ import json
 import os
 import resource
 import struct
-import subprocess
-import sys
-import time
 import urllib.request
 import zlib
 from pathlib import Path
@@ -25,6 +22,7 @@ from core.errors import CheckpointError, InputError, OutOfMemory, Unavailable, W
 from core.runs import OutOfDiskSpace
 from core.service import CameraSpec, JobRequest, Studio, StudioSettings
 from core.video import read_video
+from tests.dashboard import running_dashboard
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"width": 96, "height": 64, "num_frames": 8}
@@ -598,47 +596,13 @@ def test_bad_uploads_through_the_api_keep_the_server_serving(live_server, tmp_pa
     assert Path(out["chains"]["none"]["video"]).is_file()
 
 
-def _start_app(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, str, Path]:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "GRADIO_TEMP_DIR": str(tmp_path / "gradio"),
-           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
-    log = tmp_path / "server.log"
-    proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--port", str(port), "--device", "cpu",
-                             "--outputs", str(tmp_path / "outputs"), *args],
-                            cwd=tmp_path, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 120
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=5).read(100)
-            return proc, url, log
-        except Exception:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                raise RuntimeError("the dashboard did not start:\n" + log.read_text()[-3000:])
-            time.sleep(0.3)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-
-
 def test_app_starts_with_a_broken_models_json_and_shows_why(tmp_path):
     from gradio_client import Client, handle_file
 
     reg = tmp_path / "models.json"
     reg.write_text('{"schema": 1, "models": {"cami2v-512": {"kind": "generator", "variant": ')
-    proc, url, log = _start_app(tmp_path, "--models", str(reg))
-    try:
+    with running_dashboard(tmp_path, "--models", str(reg)) as server:
+        url, log = server["url"], server["log"]
         config = urllib.request.urlopen(url + "config", timeout=30).read().decode()
         warning = [line for line in log.read_text().splitlines() if line.startswith("warning:")]
         assert len(warning) == 1 and "models.json" in warning[0] and "built-in" in warning[0]
@@ -648,5 +612,3 @@ def test_app_starts_with_a_broken_models_json_and_shows_why(tmp_path):
         out = Client(url, verbose=False).predict(handle_file(str(img)), "kenburns", "push-in", ["none"], 0, "",
                                                  SMALL, api_name="/walkthrough")
         assert Path(out["chains"]["none"]["video"]).is_file()
-    finally:
-        _stop(proc)

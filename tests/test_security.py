@@ -10,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -23,6 +22,7 @@ from PIL import Image
 import app as app_module
 from core.errors import ConfigError, InputError
 from core.service import JobRequest, Studio, StudioSettings
+from tests.dashboard import running_dashboard
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"width": 96, "height": 64, "num_frames": 8}
@@ -292,26 +292,8 @@ def test_auth_is_required_when_given(tmp_path):
     users = tmp_path / "users"
     users.write_text("alice:correct horse battery\n")
     users.chmod(0o600)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "GRADIO_TEMP_DIR": str(tmp_path / "gradio"),
-           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
-    log = tmp_path / "server.log"
-    proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--port", str(port), "--auth", str(users),
-                             "--device", "cpu", "--models", str(tmp_path / "none.json"),
-                             "--outputs", str(tmp_path / "outputs")],
-                            cwd=tmp_path, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                http(url, timeout=5)
-                break
-            except OSError:
-                assert proc.poll() is None and time.time() < deadline, log.read_text()[-2000:]
-                time.sleep(0.3)
+    with running_dashboard(tmp_path, "--auth", str(users), "--models", str(tmp_path / "none.json")) as server:
+        url, log = server["url"], server["log"]
         assert "readable by other users" not in log.read_text()
         for path in ("config", "gradio_api/info"):
             code, body = http(url + path)
@@ -324,9 +306,3 @@ def test_auth_is_required_when_given(tmp_path):
         out = client.predict(handle_file(str(photo_file(tmp_path / "p.png"))), "kenburns", "push-in", ["none"], 0,
                              "", SMALL, api_name="/walkthrough")
         assert Path(out["chains"]["none"]["video"]).is_file()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()

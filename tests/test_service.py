@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from core.clip import Clip
 from core.errors import Cancelled, ConfigError, InputError, StudioError, Unavailable
 from core.postprocess.base import Stage
 from core.postprocess import chains as chainlib

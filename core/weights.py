@@ -32,9 +32,10 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .errors import Cancelled, CheckpointError, ConfigError, StudioError, WeightsMissing
 from .progress import Progress, ProgressFn, as_progress
@@ -441,11 +442,12 @@ def _fetch_url(entry: ModelEntry, wf: WeightFile, target: Path, *, on_bytes: Byt
             raise _missing(entry, wf, target, exc.reason) from None
 
 
-def _fetch_hub_file(entry: ModelEntry, wf: WeightFile, target: Path, *, token: str | None, endpoint: str | None,
-                    on_bytes: ByteFn | None, bar: bool) -> None:
-    staging = target.parent / ".downloads" / f"{entry.name}--{wf.role}"
+@contextmanager
+def _hub_errors(entry: ModelEntry, wf: WeightFile, target: Path) -> Iterator[None]:
+    """Turn a hub failure into one clear line: ConfigError for a wrong repo/file name in
+    models.json, WeightsMissing (command, URL, path) for offline, gated or denied access."""
     try:
-        got = _hub_file(wf, staging, token=token, endpoint=endpoint, on_bytes=on_bytes, bar=bar)
+        yield
     except (Cancelled, KeyboardInterrupt):
         raise
     except Exception as exc:  # noqa: BLE001 - mapped to one clear line below
@@ -456,6 +458,13 @@ def _fetch_hub_file(entry: ModelEntry, wf: WeightFile, target: Path, *, token: s
         if config_problem:
             raise ConfigError(f"{entry.name}: {reason} (models.json, files role {wf.role!r}).") from None
         raise _missing(entry, wf, target, reason) from None
+
+
+def _fetch_hub_file(entry: ModelEntry, wf: WeightFile, target: Path, *, token: str | None, endpoint: str | None,
+                    on_bytes: ByteFn | None, bar: bool) -> None:
+    staging = target.parent / ".downloads" / f"{entry.name}--{wf.role}"
+    with _hub_errors(entry, wf, target):
+        got = _hub_file(wf, staging, token=token, endpoint=endpoint, on_bytes=on_bytes, bar=bar)
     detail = file_mismatch(got, wf)
     if detail is not None:
         err = _refuse(got, target, detail, entry, wf)
@@ -478,18 +487,8 @@ def _fetch_snapshot(entry: ModelEntry, wf: WeightFile, target: Path, progress: P
                              f"source; {wf.manual or 'see models.json for how to obtain it'}.")
     progress(0.0, f"downloading {wf.repo}")
     on_bytes = _byte_reporter(progress, f"downloading {wf.repo}", 0.0, 1.0)
-    try:
+    with _hub_errors(entry, wf, target):
         _hub_snapshot(wf, target, token=token, endpoint=endpoint, on_bytes=on_bytes, bar=bar)
-    except (Cancelled, KeyboardInterrupt):
-        raise
-    except Exception as exc:  # noqa: BLE001
-        mapped = _hub_error(exc, wf)
-        if mapped is None:
-            raise
-        reason, config_problem = mapped
-        if config_problem:
-            raise ConfigError(f"{entry.name}: {reason} (models.json, files role {wf.role!r}).") from None
-        raise _missing(entry, wf, target, reason) from None
     progress(1.0, f"{target.name}: downloaded")
     return FileReport(entry.name, wf.role, target, "fetched", "folder")
 

@@ -6,7 +6,7 @@ Schema (one object; `models` maps a registry name to an entry):
       "schema": 1,
       "models": {
         "cami2v-512": {
-          "kind": "generator",            # generator | captioner | denoiser | upscaler
+          "kind": "generator",            # generator | captioner | denoiser | upscaler | interpolator
           "variant": "cami2v",            # which implementation builds it
           "label": "CamI2V 512x320",      # what the UI shows
           "description": "...",
@@ -44,7 +44,7 @@ from typing import Any, Iterable, Mapping
 
 from .errors import ConfigError, WeightsMissing
 
-KINDS = ("generator", "captioner", "denoiser", "upscaler")
+KINDS = ("generator", "captioner", "denoiser", "upscaler", "interpolator")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _BLOB_RE = re.compile(r"^[0-9a-f]{40}$")

@@ -54,9 +54,17 @@ BUILTIN_MODELS: dict[str, Any] = {
         "description": "Classical Lanczos resampling (OpenCV). No weights.",
         "license": "Apache-2.0 (OpenCV)",
     },
+    # -- frame interpolation (role "interpolate") --
+    "dis-interp": {
+        "kind": "interpolator", "variant": "dis-interp", "label": "Optical-flow interpolation (DIS)",
+        "description": "New frames between frames (x2/x3/x4 or a target fps) from OpenCV DIS optical flow in "
+                       "both directions, blended where the flow is consistent (occlusion-aware). No weights.",
+        "license": "Apache-2.0 (OpenCV)",
+    },
 }
 
-ROLE_KIND = {"denoise": "denoiser", "upscale": "upscaler"}
+ROLE_KIND = {"denoise": "denoiser", "upscale": "upscaler", "interpolate": "interpolator"}
+STAGE_KINDS = tuple(ROLE_KIND.values())
 
 # Variants whose weights the model manager holds: variant -> (what, module, class). Each module
 # provides `load_model(registry, entry, *, device, dtype)`, and the class `from_entry(entry,
@@ -66,6 +74,7 @@ MANAGED_VARIANTS: dict[str, tuple[str, str, str]] = {
     "svd": ("generator", "core.generators.svd", "SVDGenerator"),
     "fastdvdnet": ("stage", "core.postprocess.fastdvdnet", "FastDVDnetStage"),
     "upscale-a-video": ("stage", "core.postprocess.upscale_a_video", "UpscaleAVideoStage"),
+    "rife": ("stage", "core.postprocess.rife", "RIFEStage"),
 }
 MAX_ASPECT = 20  # longest photo side / shortest (panoramas are 2:1 to 8:1)
 
@@ -281,7 +290,7 @@ class Studio:
                     g = self._construct_generator(e)
                     extra = dict(is_ai=g.is_ai, camera_control=g.camera_control, width=g.width, height=g.height,
                                  num_frames=g.num_frames, fps=g.fps, params=tuple(g.param_specs()))
-                elif e.kind in ("denoiser", "upscaler"):
+                elif e.kind in STAGE_KINDS:
                     s = self._construct_stage(e)
                     extra = dict(role=s.role, params=tuple(s.param_specs()))
             except StudioError as exc:
@@ -311,7 +320,7 @@ class Studio:
 
     def stage(self, name: str) -> Stage:
         entry = self.registry.get(name)
-        if entry.kind not in ("denoiser", "upscaler"):
+        if entry.kind not in STAGE_KINDS:
             raise InputError(f"{entry.label} is a {entry.kind}, not a post-processing stage.")
         if name not in self._stages:
             self._stages[name] = self._construct_stage(entry)
@@ -325,7 +334,7 @@ class Studio:
         return self._construct_managed(entry, "generator")
 
     def _construct_stage(self, entry: ModelEntry) -> Stage:
-        if entry.variant in ("nlmeans", "lanczos"):
+        if entry.variant in ("nlmeans", "lanczos", "dis-interp"):
             return chainlib.create_stage(entry.variant)
         return self._construct_managed(entry, "stage")
 
@@ -455,6 +464,7 @@ class Studio:
         post-processing the rest. The job stops between steps when `cancel(job_id)` is called.
         """
         from . import metrics as metriclib
+        from .postprocess.interpolate import generator_rate_block
         from .runs import Run
 
         job_id = job_id or self.new_job_id()
@@ -534,6 +544,9 @@ class Studio:
                     if request.save_gif:
                         run.write_chain_video(name, out, "gif")
                     m = metriclib.measure(out, reference_image=reference, common_size=native, study=True)
+                    # temporal metrics at the generator's frame rate too (interpolation changes it)
+                    m["generator_rate"] = generator_rate_block(out, clip.fps, clip.num_frames, m, metriclib.measure,
+                                                               common_size=native, study=True)
                     if adherence is not None:  # post-processing keeps the camera: one score for all
                         m["adherence"] = adherence
                     run.add_chain(name, metrics=m)
@@ -613,12 +626,12 @@ class Studio:
         """Stage instances for every stage the chains use, with availability checked up front."""
         for role, name in roles.items():
             if role not in ROLE_KIND:
-                raise InputError(f"Unknown post-processing role {role!r}; use denoise or upscale.")
+                raise InputError(f"Unknown post-processing role {role!r}; use {', '.join(ROLE_KIND)}.")
             entry = self.registry.get(name)
             if entry.kind != ROLE_KIND[role]:
                 raise InputError(f"{entry.label} cannot {role}: it is a {entry.kind}.")
         names: list[str] = []
-        known = tuple(e.name for e in self.registry if e.kind in ("denoiser", "upscaler"))
+        known = tuple(e.name for e in self.registry if e.kind in STAGE_KINDS)
         for c in chain_texts:
             if c == "none":
                 continue

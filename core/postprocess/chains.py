@@ -28,16 +28,18 @@ from ..params import resolve_params
 from ..progress import Progress, ProgressFn, as_progress
 from .base import Stage
 from .classical import LanczosUpscale, NLMeansDenoise
+from .interpolate import InterpolateStage
 
 StageFactory = Callable[[], Stage]
 
-ROLES = ("denoise", "upscale")
-DEFAULT_ROLES: dict[str, str] = {"denoise": "nlmeans", "upscale": "lanczos"}
+ROLES = ("denoise", "upscale", "interpolate")
+DEFAULT_ROLES: dict[str, str] = {"denoise": "nlmeans", "upscale": "lanczos", "interpolate": "dis-interp"}
 STANDARD_CHAINS: tuple[str, ...] = ("none", "denoise", "upscale", "denoise+upscale", "upscale+denoise")
 
 STAGES: dict[str, StageFactory] = {
     NLMeansDenoise.name: NLMeansDenoise,
     LanczosUpscale.name: LanczosUpscale,
+    InterpolateStage.name: InterpolateStage,  # frame interpolation (role "interpolate")
 }
 
 
@@ -58,7 +60,7 @@ def create_stage(name: str) -> Stage:
         raise InputError(f"Unknown post-processing stage {name!r}; available: {', '.join(sorted(STAGES))}.")
     stage = STAGES[name]()
     if stage.role not in ROLES:
-        raise InputError(f"Stage {name!r} declares role {stage.role!r}; expected denoise or upscale.")
+        raise InputError(f"Stage {name!r} declares role {stage.role!r}; expected one of {', '.join(ROLES)}.")
     return stage
 
 

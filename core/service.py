@@ -627,6 +627,8 @@ class Studio:
         for role, name in roles.items():
             if role not in ROLE_KIND:
                 raise InputError(f"Unknown post-processing role {role!r}; use {', '.join(ROLE_KIND)}.")
+            if name not in self.registry and not any(role in c.split("+") for c in chain_texts):
+                continue  # a default role (e.g. interpolate) this registry lacks and no chain uses
             entry = self.registry.get(name)
             if entry.kind != ROLE_KIND[role]:
                 raise InputError(f"{entry.label} cannot {role}: it is a {entry.kind}.")

@@ -44,7 +44,9 @@ CHAIN_HELP = {
     "upscale": "upscale only",
     "denoise+upscale": "denoise, then upscale",
     "upscale+denoise": "upscale, then denoise",
+    "interpolate": "more frames per second (frame interpolation)",
 }
+UI_CHAINS = STANDARD_CHAINS + ("interpolate",)
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -154,6 +156,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
     generators = studio.model_infos("generator")
     denoisers = studio.model_infos("denoiser")
     upscalers = studio.model_infos("upscaler")
+    interpolators = studio.model_infos("interpolator")
     default_model = studio.default_generator()
     infos = {i.name: i for i in generators}
     cap = studio.captioner_status()
@@ -257,11 +260,11 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
 
                         with gr.Group():
                             gr.Markdown("### Post-processing chains")
-                            chains = gr.CheckboxGroup(choices=[(f"{c} — {CHAIN_HELP[c]}", c) for c in STANDARD_CHAINS],
+                            chains = gr.CheckboxGroup(choices=[(f"{c} — {CHAIN_HELP[c]}", c) for c in UI_CHAINS],
                                                       value=["none", "denoise", "upscale"], label="Compare",
                                                       elem_id="chains")
                             custom_chain = gr.Textbox(label="Custom chains (comma-separated)",
-                                                      placeholder="e.g. fastdvdnet+lanczos, lanczos+nlmeans")
+                                                      placeholder="e.g. fastdvdnet+lanczos, lanczos+nlmeans, denoise+interpolate")
                             with gr.Row():
                                 denoiser = gr.Dropdown(choices=[(i.display, i.name) for i in denoisers],
                                                        value=next((i.name for i in denoisers if i.available), "nlmeans"),
@@ -269,9 +272,13 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                                 upscaler = gr.Dropdown(choices=[(i.display, i.name) for i in upscalers],
                                                        value=next((i.name for i in upscalers if i.available), "lanczos"),
                                                        label="Upscale with")
+                                interpolator = gr.Dropdown(choices=[(i.display, i.name) for i in interpolators],
+                                                           value=next((i.name for i in interpolators if i.available),
+                                                                      "dis-interp"),
+                                                           label="Interpolate with", elem_id="interpolator")
                             stage_controls: list[tuple[str, ParamSpec, Any]] = []
                             with gr.Accordion("Stage settings", open=False):
-                                for info in denoisers + upscalers:
+                                for info in denoisers + upscalers + interpolators:
                                     if not info.params:
                                         continue
                                     gr.Markdown(f"**{info.label}**" + (f" — {info.license}" if info.license else ""))
@@ -499,7 +506,8 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                 request = JobRequest(
                     image=image, camera=spec, model=name, prompt=data[prompt] or "",
                     seed=int(data[seed] or 0), params=params, measure_adherence=bool(data[adherence_box]),
-                    chains=tuple(picked), roles={"denoise": data[denoiser], "upscale": data[upscaler]},
+                    chains=tuple(picked), roles={"denoise": data[denoiser], "upscale": data[upscaler],
+                                                   "interpolate": data[interpolator]},
                     stage_params=stage_params,
                 )
             except BaseException as exc:
@@ -623,7 +631,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                           concurrency_limit=1, api_name="caption")
 
         gen_inputs = {job_state, model, photo_state, prompt, adherence_box, seed, chains, custom_chain, denoiser,
-                      upscaler, variant, *cam_inputs, *(c for _, _, c in param_controls),
+                      upscaler, interpolator, variant, *cam_inputs, *(c for _, _, c in param_controls),
                       *(c for _, _, c in stage_controls)}
         generate_btn.click(new_job, None, [job_state], queue=False) \
             .then(run_generate, gen_inputs,

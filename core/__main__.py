@@ -92,7 +92,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if not paths:
         raise InputError("--path needs at least one camera preset (e.g. push-in).")
     chains = [c.strip() for c in args.chains.split(",") if c.strip()]
-    roles = {"denoise": args.denoiser, "upscale": args.upscaler}
+    roles = {"denoise": args.denoiser, "upscale": args.upscaler, "interpolate": args.interpolator}
     params = _parse_params(args.param)
     amount = args.amount
     distance = args.distance
@@ -247,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "denoise+upscale, upscale+denoise or stage names")
     g.add_argument("--denoiser", default="nlmeans", help="stage used for 'denoise' (default nlmeans)")
     g.add_argument("--upscaler", default="lanczos", help="stage used for 'upscale' (default lanczos)")
+    g.add_argument("--interpolator", default="dis-interp",
+                   help="stage used for 'interpolate' (x2 frame rate; default dis-interp, or rife)")
     g.add_argument("--prompt", default="", help="text prompt for AI generators")
     g.add_argument("--negative-prompt", default="", help="negative prompt for AI generators")
     g.add_argument("--seed", type=int, default=0)

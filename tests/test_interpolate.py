@@ -152,19 +152,38 @@ def test_interpolate_role_parses_in_any_order():
         chainlib.run_chain(Plane().clip(3), ("dis-interp",), {"dis-interp": {"factor": 5}})
 
 
+def test_cancel_stops_between_pairs(plane):
+    from core.errors import Cancelled
+    from core.progress import Progress
+
+    prog = Progress()
+    seen = []
+
+    def pair(a, b, times):
+        seen.append(len(times))
+        prog.cancel()  # the user presses Cancel while the first pair is being made
+        return [a for _ in times]
+
+    with pytest.raises(Cancelled):
+        retime(plane.clip(4), 30.0, pair=pair, progress=prog)
+    assert seen == [2]
+
+
 def test_chains_with_interpolation_through_the_service(tmp_path):
     studio = Studio(StudioSettings(root=tmp_path, outputs=tmp_path / "out", models=tmp_path / "none.json",
                                    min_free_bytes=0))
     assert "dis-interp" in {i.name for i in studio.model_infos("interpolator")}
     img = Plane().frame(0)
     req = JobRequest(img, CameraSpec(preset="push-in"), params={"width": 64, "height": 48, "num_frames": 6},
-                     chains=("none", "interpolate", "upscale+interpolate", "interpolate+upscale"),
+                     chains=("none", "interpolate", "upscale+interpolate", "interpolate+upscale",
+                             "denoise+upscale+interpolate", "interpolate+denoise"),
                      stage_params={"lanczos": {"scale": 2}, "dis-interp": {"factor": 3}})
     events = list(studio.run_job(req))
     by = {e.chain: e for e in events if e.chain}
     base = by["none"].metrics
     n = base["num_frames"]
-    for name in ("interpolate", "upscale+interpolate", "interpolate+upscale"):
+    for name in ("interpolate", "upscale+interpolate", "interpolate+upscale", "denoise+upscale+interpolate",
+                 "interpolate+denoise"):
         m = by[name].metrics
         assert m["fps"] == base["fps"] * 3 and m["num_frames"] == (n - 1) * 3 + 1
         g = m["generator_rate"]

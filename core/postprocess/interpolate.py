@@ -117,17 +117,19 @@ def flow_pair_fn(method: str = "dis") -> PairFn:
 
     def pair(a: np.ndarray, b: np.ndarray, times: Sequence[float]) -> list[np.ndarray]:
         fp = flowlib.flow_pair(a, b, method)
-        valid_a = fp.valid.astype(np.float32)
-        valid_b = flowlib.consistency_mask(fp.backward, fp.forward).astype(np.float32)
-        fa, fb = a.astype(np.float32), b.astype(np.float32)
+        valid_b = flowlib.consistency_mask(fp.backward, fp.forward)
+        # each frame with its consistency mask as a 4th channel: one remap warps both
+        fa = np.dstack((a.astype(np.float32), fp.valid.astype(np.float32)))
+        fb = np.dstack((b.astype(np.float32), valid_b.astype(np.float32)))
         out = []
         for t in times:
             f_ta, f_tb = intermediate_flows(fp.forward, fp.backward, float(t))
-            wa = flowlib.warp(fa, f_ta)
-            wb = flowlib.warp(fb, f_tb)
+            wa4 = flowlib.warp(fa, f_ta)
+            wb4 = flowlib.warp(fb, f_tb)
+            wa, wb = wa4[..., :3], wb4[..., :3]
             # visibility of each source at the new frame's pixels: its consistency mask carried along
-            va = flowlib.warp(valid_a, f_ta)[..., None] * (1.0 - t)
-            vb = flowlib.warp(valid_b, f_tb)[..., None] * t
+            va = wa4[..., 3:] * (1.0 - t)
+            vb = wb4[..., 3:] * t
             total = va + vb
             trusted = total > 1e-3
             wa_w = np.where(trusted, va / np.maximum(total, 1e-3), 1.0 - t)

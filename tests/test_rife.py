@@ -213,3 +213,17 @@ def test_bad_version_option_is_a_config_error(tmp_path):
         "files": [{"role": "flownet", "path": "w.pkl"}]}}}, root=tmp_path)
     with pytest.raises(ConfigError, match="options.version"):
         load_model(reg, "rife")
+
+
+def test_inspect_and_verify(tmp_path):
+    from core.models import family_of
+
+    fam = family_of("rife-4.25")
+    entries = fam.inspect_entries("rife-4.25")
+    assert len(entries) == 158 and entries[0][0].startswith("module.")
+    assert sum(int(np.prod(s)) for _, s, _ in entries) == 5_664_776
+    path = tmp_path / "flownet.pkl"
+    torch.save(rule_state_dict(get_preset("4.25")), path)
+    assert fam.verify_file("rife-4.25", path).ok
+    v = fam.verify_file("rife-4.26.heavy", path)
+    assert not v.ok and v.kind == "mismatch" and v.wrong_shape

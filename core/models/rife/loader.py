@@ -8,6 +8,7 @@ refuses anything else with one line naming the missing / unexpected keys or the 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -117,3 +118,60 @@ def rule_state_dict(cfg: RIFEConfig) -> dict[str, Tensor]:
         net = IFNet(cfg)
     kmap = keymap.key_map(cfg)
     return {keymap.WRAPPER_PREFIX + kmap[k]: rule_tensor(kmap[k], tuple(p.shape)) for k, p in net.state_dict().items()}
+
+
+# -- `python -m core.models inspect / verify` --------------------------------------------------
+
+INSPECTABLE = tuple(f"rife-{v}" for v in ("4.25", "4.26", "4.26.heavy"))
+
+
+@dataclass
+class Verdict:
+    """Result of checking a file against one RIFE version's layout (`verify_file`)."""
+
+    ok: bool
+    kind: str  # "full" | "mismatch" | "unreadable"
+    identified: str
+    message: str
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    wrong_shape: list[str] = field(default_factory=list)
+
+
+def _config_of(name: str) -> RIFEConfig:
+    if name not in INSPECTABLE:
+        raise ValueError(f"unknown RIFE model {name!r}; known: {', '.join(INSPECTABLE)}")
+    return get_preset(name[len("rife-"):])
+
+
+def inspect_entries(name: str = "rife-4.25") -> list[tuple[str, tuple[int, ...], str]]:
+    """[(released key, shape, dtype)] of `name` in the released layout, built on the meta device."""
+    cfg = _config_of(name)
+    with torch.device("meta"):
+        net = IFNet(cfg)
+    kmap = keymap.key_map(cfg)
+    return [(keymap.WRAPPER_PREFIX + kmap[k], tuple(v.shape), str(v.dtype).replace("torch.", ""))
+            for k, v in net.state_dict().items()]
+
+
+def verify_file(name: str, path: str | Path) -> Verdict:
+    """Check a weight file against `name`'s key layout and shapes (no values are judged)."""
+    expected = {k: s for k, s, _ in inspect_entries(name)}
+    try:
+        state = read_state_dict(path)
+    except CheckpointError as exc:
+        return Verdict(False, "unreadable", "", str(exc))
+    found = {(k if k.startswith(keymap.WRAPPER_PREFIX) else keymap.WRAPPER_PREFIX + k): v
+             for k, v in state.items() if isinstance(v, Tensor)}
+    skip = tuple(keymap.WRAPPER_PREFIX + p for p in keymap.TRAINING_ONLY_PREFIXES)
+    found = {k: v for k, v in found.items() if not k.startswith(skip)}
+    missing = sorted(expected.keys() - found.keys())
+    unexpected = sorted(found.keys() - expected.keys())
+    wrong = sorted(k for k in expected.keys() & found.keys() if tuple(found[k].shape) != expected[k])
+    if missing or unexpected or wrong:
+        parts = [f"missing {len(missing)} key(s): {_fmt(missing)}"] if missing else []
+        parts += [f"unexpected {len(unexpected)} key(s): {_fmt(unexpected)}"] if unexpected else []
+        parts += [f"{len(wrong)} wrong shape(s): {wrong[0]}"] if wrong else []
+        return Verdict(False, "mismatch", "", f"{path}: not the {name} layout; {'; '.join(parts)}.",
+                       missing, unexpected, wrong)
+    return Verdict(True, "full", name, f"{path}: {name} weights OK ({len(expected)} tensors).")

@@ -573,7 +573,10 @@ class Studio:
                 table = metriclib.summary_table(measures)
                 run.write_json("metrics", {"chains": measures, "table": table,
                                            "table_common": metriclib.summary_table(measures, variant="common"),
-                                           "table_study": metriclib.summary_table(measures, variant="study")})
+                                           "table_study": metriclib.summary_table(measures, variant="study"),
+                                           "table_generator_rate": metriclib.summary_table(
+                                               {k: m["generator_rate"] for k, m in measures.items()},
+                                               variant="common")})
                 prog(1.0, "done")
                 run.finish()
                 yield JobEvent("done", run.id, table=table, message="done")

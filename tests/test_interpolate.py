@@ -194,6 +194,9 @@ def test_chains_with_interpolation_through_the_service(tmp_path):
     run_dir = tmp_path / "out" / events[0].run_id
     saved = json.loads((run_dir / "metrics.json").read_text())
     assert "generator_rate" in saved["chains"]["interpolate"]
+    cells = saved["table_generator_rate"][0]["cells"]
+    # the frames at the generator's times of a chain that only interpolates are the generator's frames
+    assert cells["interpolate"]["mean"] == pytest.approx(cells["none"]["mean"])
     with pytest.raises(InputError, match="cannot interpolate"):
         list(studio.run_job(JobRequest(img, CameraSpec(preset="push-in"), chains=("interpolate",),
                                        roles={"interpolate": "lanczos"})))

@@ -295,7 +295,9 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                 with gr.Row():
                     variant = gr.Radio([("at each clip's own size", "native"),
                                         ("at the generator's size (fair for x4 chains)", "common"),
-                                        ("UvA study definitions", "study")], value="native",
+                                        ("UvA study definitions", "study"),
+                                        ("at the generator's size and frame rate (fair for interpolated chains)",
+                                         "generator_rate")], value="native",
                                        label="Measure temporal consistency", elem_id="variant")
                 with gr.Row():
                     psnr_plot = gr.Plot(metric_figure({}, "tpsnr"), label="Temporal PSNR", elem_id="psnr-plot")
@@ -472,6 +474,8 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             chains_ = state.get("chains", {})
             order = list(chains_)
             ms = {k: v["metrics"] for k, v in chains_.items() if v.get("metrics")}
+            if var == "generator_rate":  # each chain's frames at the generator's frame times
+                ms, var = {k: m.get("generator_rate") or m for k, m in ms.items()}, "common"
             rows = metriclib.summary_table(ms, variant=var) if ms else []
             md = metriclib.render_markdown(rows) if rows else ""
             if md and state.get("run"):

@@ -37,7 +37,6 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-import cv2
 import numpy as np
 
 from .. import flow as flowlib

@@ -13,13 +13,14 @@ from ..progress import Progress
 class Stage(ABC):
     """One post-processing step: takes a clip, returns a new clip (never mutates its input).
 
-    role is "denoise" or "upscale"; chains like "denoise+upscale" resolve each role to the
-    stage the user picked for it.
+    role is "denoise", "upscale" or "interpolate" (more frames per second: the output clip has
+    another fps and frame count); chains like "denoise+upscale" resolve each role to the stage
+    the user picked for it.
     """
 
     name: str = ""  # registry name, e.g. "nlmeans", "lanczos", "fastdvdnet", "upscale-a-video"
     label: str = ""
-    role: str = ""  # "denoise" | "upscale"
+    role: str = ""  # "denoise" | "upscale" | "interpolate"
 
     def param_specs(self) -> Sequence[ParamSpec]:
         return ()

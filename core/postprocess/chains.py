@@ -1,8 +1,8 @@
 """Chains of post-processing stages and the stage registry.
 
 A chain is an ordered tuple of registered stage names; ``()`` is the generator output itself.
-Users write chains as text: role words ("denoise", "upscale") resolve to the stage picked for
-that role, stage names ("fastdvdnet", "lanczos") are used as they are, joined by "+":
+Users write chains as text: role words ("denoise", "upscale", "interpolate") resolve to the stage
+picked for that role, stage names ("fastdvdnet", "lanczos") are used as they are, joined by "+":
 ``"denoise+upscale"``, ``"upscale+denoise"``, ``"fastdvdnet+lanczos"``, ``"none"``.
 
 Registry: `STAGES` maps a stage name to a zero-argument constructor (usually the class). Other

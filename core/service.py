@@ -708,6 +708,20 @@ class Studio:
         run.update(status="running", error=None, pid=os.getpid())
         return run
 
+    def shot_plan(self, model: str, seconds: float | None, output_fps: float | None = None, overlap: int = 1,
+                  params: Mapping[str, Any] | None = None):
+        """(LengthPlan or None, SegmentPlan or None) of a shot, without loading anything: what the
+        Create tab shows (frame count, segment boundaries in the 3D path view)."""
+        from .generators.segments import plan_segments
+
+        generator = self.generator(model)
+        p = resolve_params(generator.param_specs(), params or {}, self.registry.get(model).defaults)
+        length = longshot.plan_length(generator, p, seconds, output_fps, overlap)
+        if length is None or generator.any_length:
+            return length, None
+        native = int(p.get("num_frames") or generator.num_frames)
+        return length, plan_segments(length.num_frames, native, overlap)
+
     def generate_shot(self, image: np.ndarray, camera: CameraSpec | cam.CameraPath, model: str = "kenburns", *,
                       seconds: float | None = None, output_fps: float | None = None, prompt: str = "",
                       negative_prompt: str = "", seed: int = 0, params: Mapping[str, Any] | None = None,

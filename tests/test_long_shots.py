@@ -320,3 +320,19 @@ def test_ai_output_fps_goes_through_retime(monkeypatch):
     monkeypatch.setitem(sys.modules, "core.postprocess.interpolate", types.SimpleNamespace(retime=retime))
     out = longshot.to_output_fps(clip, plan)
     assert calls == [(40, 30.0, "dis")] and out.fps == 30.0
+
+
+def test_create_tab_path_view_marks_segment_boundaries(studio):
+    from ui import longshot as ui_longshot
+    from ui.figures import camera_figure
+
+    path, starts = ui_longshot.path_for_view(studio, "cami2v-512", CameraSpec(preset="pan-left"), 4, 0)
+    assert path.num_frames == 40 and starts == (15, 30)
+    fig = camera_figure(path, 512, 320, segment_starts=starts)
+    marks = [t for t in fig.data if t.name == "segment boundaries"]
+    assert len(marks) == 1 and list(marks[0].text) == ["segment 2", "segment 3"]
+    assert ui_longshot.path_for_view(studio, "cami2v-512", CameraSpec(), 0, 0)[0].num_frames == 16
+    assert ui_longshot.length_fields(4, 30) == {"seconds": 4.0, "output_fps": 30.0}
+    assert ui_longshot.length_fields(0, 0) == {}
+    line = ui_longshot.seams_markdown({"joins": [{"join": 1, "frame": 15, "diff": 3.0, "score": 1.25}]})
+    assert "join 1 (frame 15) ×1.25" in line

@@ -336,3 +336,21 @@ def test_create_tab_path_view_marks_segment_boundaries(studio):
     assert ui_longshot.length_fields(0, 0) == {}
     line = ui_longshot.seams_markdown({"joins": [{"join": 1, "frame": 15, "diff": 3.0, "score": 1.25}]})
     assert "join 1 (frame 15) ×1.25" in line
+
+
+def test_cli_generate_accepts_a_length(tmp_path):
+    import os
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    Image.fromarray(photo()).save(tmp_path / "room.png")
+    r = subprocess.run([sys.executable, "-m", "core", "generate", "--image", str(tmp_path / "room.png"),
+                        "--model", "kenburns", "--path", "push-in", "--out", str(tmp_path / "out"), "--frames",
+                        "--seconds", "2", "--fps", "12", "--param", "width=64", "--param", "height=48"],
+                       cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)}, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    d = tmp_path / "out" / "room" / "push-in"
+    assert len(list((d / "frames" / "none").glob("*.png"))) == 24
+    assert json.loads((d / "run.json").read_text())["params"]["length"]["output_fps"] == 12.0

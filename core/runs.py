@@ -523,6 +523,8 @@ class Run:
     def fail(self, exc: BaseException | str) -> None:
         """Mark the run failed (or cancelled for `Cancelled`) with a one-line message. Never
         raises: if even run.json cannot be written, the previous complete file stays."""
+        if isinstance(exc, GeneratorExit) and self.status == "complete":
+            return  # the consumer stopped reading after the job had finished: nothing was lost
         if isinstance(exc, GeneratorExit):
             # The consumer (a closed browser tab) stopped reading the job's events.
             exc = Cancelled("The session that started this job closed before it finished.")

@@ -275,10 +275,13 @@ def test_service_cancel_leaves_a_partial_run_that_resume_completes(studio):
     partial = [r for r in studio.list_runs() if r.id != done.run_id][0]
     assert partial.status == "partial"  # never shown as complete
     assert finished_segments(partial.path) == 1
-    resumed = list(studio.resume(partial.id))
-    assert resumed[-1].kind == "done" and resumed[-1].run_id == partial.id
-    assert studio.open_run(partial.id).status == "complete"
-    np.testing.assert_array_equal(read_frames(resumed[1].frames_dir), full)
+    from ui import longshot as ui_longshot
+
+    msg = ui_longshot.resume_run(studio, partial.id, None)  # the Runs tab's Resume button
+    assert msg.startswith("✅")
+    run = studio.open_run(partial.id)
+    assert run.status == "complete"
+    np.testing.assert_array_equal(read_frames(run.dir / run.data["chains"]["none"]["files"]["png"]), full)
     with pytest.raises(InputError):
         list(studio.resume(partial.id))  # complete now
 

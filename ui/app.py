@@ -312,6 +312,8 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                     runs_refresh = gr.Button("Refresh", size="sm")
                     run_pick = gr.Dropdown(label="Run", choices=[], scale=4)
                     run_open = gr.Button("Show in Create", size="sm")
+                    run_resume = gr.Button("Resume partial run", size="sm", elem_id="resume-btn")
+                resume_msg = gr.Markdown(elem_id="resume-status")
                 runs_table = gr.Dataframe(headers=["run", "created", "status", "model", "chains", "error"],
                                           interactive=False, wrap=True)
 
@@ -646,6 +648,13 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
         variant.change(render_results, [results_state, variant], [psnr_plot, ssim_plot, table], queue=False)
 
         runs_refresh.click(refresh_runs, None, [runs_table, run_pick])
+        # a partial long shot (cancelled after some segments) continues from its last finished segment
+        run_resume.click(new_job, None, [job_state], queue=False) \
+            .then(lambda rid, job, progress=gr.Progress(): ui_longshot.resume_run(studio, rid, job, progress),
+                  [run_pick, job_state], [resume_msg], concurrency_id=GPU, concurrency_limit=1) \
+            .then(open_run, [run_pick, variant],
+                  [players, psnr_plot, ssim_plot, table, results_state, downloads, status, tabs]) \
+            .then(refresh_runs, None, [runs_table, run_pick])
         run_open.click(open_run, [run_pick, variant],
                        [players, psnr_plot, ssim_plot, table, results_state, downloads, status, tabs])
         status_refresh.click(refresh_models, None, [models_table, status_table, mem_md])

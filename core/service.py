@@ -13,6 +13,7 @@ so the UI can show results while later chains still run, and it records everythi
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import os
@@ -744,7 +745,8 @@ class Studio:
             result = self._with_oom(lambda: generator.generate(req, as_progress(progress)),
                                     task=f"generating with {generator.label}")
         clip = longshot.to_output_fps(result.clip, length)
-        return result if clip is result.clip else type(result)(clip, {**result.info, "fps": clip.fps})
+        return result if clip is result.clip else dataclasses.replace(result, clip=clip,
+                                                                       info={**result.info, "fps": clip.fps})
 
     # -- history --------------------------------------------------------------------------
     def list_runs(self, limit: int | None = 50):

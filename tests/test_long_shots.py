@@ -357,3 +357,15 @@ def test_cli_generate_accepts_a_length(tmp_path):
     d = tmp_path / "out" / "room" / "push-in"
     assert len(list((d / "frames" / "none").glob("*.png"))) == 24
     assert json.loads((d / "run.json").read_text())["params"]["length"]["output_fps"] == 12.0
+
+
+def test_generate_shot_for_tours_retimes_ai_frames(studio, monkeypatch, tmp_path):
+    def retime(c, fps, method="dis"):  # stands in for core.postprocess.interpolate.retime
+        idx = np.round(np.linspace(0, c.num_frames - 1, int(round(c.duration * fps)))).astype(int)
+        return Clip(np.ascontiguousarray(c.frames[idx]), fps)
+
+    monkeypatch.setitem(sys.modules, "core.postprocess.interpolate", types.SimpleNamespace(retime=retime))
+    res = studio.generate_shot(photo(), CameraSpec(preset="push-in"), "cami2v-512", seconds=1.6, output_fps=20.0,
+                               seed=1, params={"steps": 2}, run_dir=tmp_path / "shot")
+    assert res.clip.fps == 20.0 and res.clip.num_frames == 32
+    assert res.info["segments"]["count"] == 1 and finished_segments(tmp_path / "shot") == 1

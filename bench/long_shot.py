@@ -15,8 +15,6 @@ import argparse
 import tempfile
 import time
 
-import numpy as np
-
 from bench.adherence import textured_photo
 from core.camera import extend_path, preset_path
 from core.generators.kenburns import render_kenburns

@@ -17,11 +17,10 @@ from core.camera import CameraPath, extend_path, preset_path, rebase_path
 from core.clip import Clip
 from core.errors import Cancelled, InputError, Unavailable
 from core.generators import cami2v as cami2v_gen
-from core.generators.base import GenerateRequest, SegmentOptions
+from core.generators.base import GenerateRequest
 from core.generators.cami2v import CamI2VGenerator
 from core.generators.kenburns import KenBurnsGenerator
-from core.generators.segments import (blend_segments, finished_segments, plan_segments, seam_report,
-                                      segment_camera, segment_seed)
+from core.generators.segments import blend_segments, finished_segments, plan_segments, seam_report, segment_seed
 from core.models.cami2v import keymap
 from core.models.cami2v.config import tiny_params
 from core.models.cami2v.model import LatentVideoDiffusion
@@ -214,7 +213,6 @@ def test_one_segment_long_shot_equals_the_plain_generation(tiny16):
 def test_cancel_keeps_finished_segments_and_resume_matches(tiny16, tmp_path):
     gen = CamI2VGenerator("cami2v-512", lambda: tiny16)
     full = gen.generate(long_request(), None).clip.frames
-    prog = Progress()
 
     def stop_in_segment_3(f, m):
         if m.startswith("segment 3 of 3, denoising step 1/2"):

@@ -86,4 +86,5 @@ class Generator(ABC):
 
     @abstractmethod
     def generate(self, request: GenerateRequest, progress: Progress) -> GenerateResult:
-        """Produce `request.camera.num_frames` frames (or the model's fixed count)."""
+        """Produce `request.camera.num_frames` frames (or the model's fixed count); with
+        `request.num_frames` set, exactly that many (fixed-length models chain segments)."""

@@ -113,6 +113,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 prompt=args.prompt, negative_prompt=args.negative_prompt, seed=args.seed, params=params,
                 chains=tuple(chains), roles=roles, save_frames=args.frames,
                 measure_adherence=args.adherence,
+                seconds=args.seconds, output_fps=args.fps, overlap=args.overlap,  # long shots
             )
             bar = tqdm(total=1000, desc=f"{image_path.name} {preset}", unit="‰", leave=True,
                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
@@ -255,6 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--param", action="append", default=[], help="generator parameter NAME=VALUE (repeatable)")
     g.add_argument("--out", required=True, help="output folder")
     g.add_argument("--frames", action="store_true", help="also write the PNG frames the metrics used")
+    g.add_argument("--seconds", type=float, default=None,
+                   help="shot length; AI models chain segments of their native length (default: one clip)")
+    g.add_argument("--fps", type=float, default=None,
+                   help="output frame rate with --seconds (AI frames are interpolated to it)")
+    g.add_argument("--overlap", type=int, default=1, help="frames shared by consecutive segments (default 1)")
     g.add_argument("--adherence", action="store_true",
                    help="score how well each video follows its camera path (structure from motion)")
     g.add_argument("--models", default=None, help="model registry (default models.json)")

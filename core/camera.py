@@ -1080,3 +1080,50 @@ def waypoint_path(
         x, y, z = positions[k].tolist()
         keyframes.append(Keyframe(float(times[k]), (x, y, z), yaw, pitch, 0.0))
     return keyframe_path(keyframes, n, ease=ease, name=name, intrinsics=intr)
+
+
+# ---------------------------------------------------------------------------------------------
+# Long shots: the path of one autoregressive segment
+
+
+def extend_path(path: CameraPath, num_frames: int) -> CameraPath:
+    """`path` continued at constant velocity to `num_frames` frames (the first frames unchanged).
+
+    Each added pose repeats the last frame-to-frame motion D = inv(c2w[-2]) @ c2w[-1] in the
+    camera's own frame: c2w[T-1+j] = c2w[T-1] @ D^j (rigid, so rotations stay orthonormal);
+    intrinsics repeat the last row. Used to give a final segment its model-native frame count
+    when the shot ends inside it (those extra frames are generated and then dropped).
+    """
+    n = check_num_frames(num_frames)
+    t = path.num_frames
+    if n <= t:
+        if n < t:
+            raise InputError(f"Cannot extend a {t}-frame camera path to fewer frames ({n}).")
+        return path
+    c2w = path.c2w()
+    step = np.linalg.inv(c2w[-2]) @ c2w[-1]
+    out = [c2w]
+    cur = c2w[-1]
+    for _ in range(n - t):
+        cur = cur @ step
+        out.append(cur[None])
+    intr = np.concatenate([path.intrinsics, np.repeat(path.intrinsics[-1:], n - t, 0)])
+    return CameraPath.from_c2w(np.concatenate(out), intr, path.name)
+
+
+def rebase_path(path: CameraPath, ref: int, start: int, stop: int, name: str | None = None) -> CameraPath:
+    """Frames [start, stop) of `path` re-expressed in frame `ref`'s camera coordinates.
+
+    c2w'_i = inv(c2w_ref) @ c2w_i, intrinsics of frames [start, stop). With ref == start the new
+    frame 0 is the identity pose: the segment's conditioning image is its camera, which is what
+    the camera models were trained on. Translations keep the path's units (no renormalisation):
+    the CamI2V-family pipeline hands `relative_c2w(0)` to the model unscaled (the path's
+    "distance" is already applied when it is built), so a segment moves exactly as far per
+    frame as the same frames of the uninterrupted path.
+    """
+    n = path.num_frames
+    if not (0 <= start < stop <= n) or stop - start < MIN_FRAMES:
+        raise InputError(f"Frames [{start}, {stop}) are not a range of at least {MIN_FRAMES} frames of "
+                         f"the {n}-frame camera path.")
+    rel = path.relative_c2w(ref)[start:stop]
+    return CameraPath.from_c2w(rel, path.intrinsics[start:stop], name or path.name)

@@ -11,7 +11,7 @@ Run ids are generated: UTC timestamp to the microsecond plus 6 random hex digits
 ``YYYYMMDD-HHMMSS-ffffff-xxxxxx``, so sorting ids sorts runs by start time.
 
 `run.json` fields: ``schema`` (1), ``id``, ``kind``, ``status`` (running | complete | failed |
-cancelled), ``error`` (one line or null), ``created``/``updated`` (ISO 8601 UTC), ``pid``/``host``
+cancelled | partial), ``error`` (one line or null), ``created``/``updated`` (ISO 8601 UTC), ``pid``/``host``
 (to tell a run that died with its process from one still going), ``input`` (file, sha256, bytes,
 width, height, format, original_name), ``params``, ``seeds``, ``models`` (name -> {weights: {file:
 sha256}, ...}), ``timings`` (step -> seconds), ``chains`` (name -> {index, stages, files,
@@ -49,7 +49,9 @@ from .errors import Cancelled, InputError, OutOfDiskSpace, StudioError
 
 SCHEMA = 1
 RUN_JSON = "run.json"
-STATUSES = ("running", "complete", "failed", "cancelled")
+# "partial": a long shot stopped (cancelled or failed) after finishing some of its segments;
+# `Studio.resume` continues it. Never shown as complete.
+STATUSES = ("running", "complete", "failed", "cancelled", "partial")
 RUN_ID_RE = re.compile(r"^\d{8}-\d{6}-\d{6}-[0-9a-f]{6}$")
 
 # Space kept free on the outputs volume beyond each write's own estimate.
@@ -521,10 +523,14 @@ class Run:
     def fail(self, exc: BaseException | str) -> None:
         """Mark the run failed (or cancelled for `Cancelled`) with a one-line message. Never
         raises: if even run.json cannot be written, the previous complete file stays."""
+        if isinstance(exc, GeneratorExit) and self.status == "complete":
+            return  # the consumer stopped reading after the job had finished: nothing was lost
         if isinstance(exc, GeneratorExit):
             # The consumer (a closed browser tab) stopped reading the job's events.
             exc = Cancelled("The session that started this job closed before it finished.")
         status = "cancelled" if isinstance(exc, Cancelled) else "failed"
+        if self._has_finished_segments():
+            status = "partial"
         if isinstance(exc, StudioError):
             msg = exc.message
         elif isinstance(exc, BaseException):
@@ -537,6 +543,16 @@ class Run:
         except Exception:  # the disk may be full; run.json keeps its last complete state
             with self._lock:
                 self.data["status"], self.data["error"] = status, msg
+
+
+    def _has_finished_segments(self) -> bool:
+        """True when a long shot saved finished segments here (the run can be resumed)."""
+        try:
+            from .generators.segments import finished_segments
+
+            return finished_segments(self.dir) > 0
+        except Exception:  # never let this check hide the original error
+            return False
 
 
 # --------------------------------------------------------------------------- listing

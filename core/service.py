@@ -13,6 +13,7 @@ so the UI can show results while later chains still run, and it records everythi
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import os
@@ -28,7 +29,8 @@ import numpy as np
 from . import camera as cam
 from .clip import Clip
 from .errors import ConfigError, InputError, StudioError, Unavailable
-from .generators.base import GenerateRequest, Generator
+from . import longshot
+from .generators.base import GenerateRequest, Generator, SegmentOptions
 from .params import ParamSpec, resolve_params
 from .postprocess import chains as chainlib
 from .postprocess.base import Stage
@@ -170,6 +172,12 @@ class JobRequest:
     # Estimate the clip's camera by structure from motion and score it against the requested
     # path (CamI2V's RotErr / TransErr / CamMC); seconds of CPU per clip.
     measure_adherence: bool = False
+    # -- long shots (core.longshot): None keeps the generator's own length and rate. Fixed-length
+    # models chain segments sharing `overlap` frames; `resume_run` continues that partial run.
+    seconds: float | None = None
+    output_fps: float | None = None
+    overlap: int = 1
+    resume_run: str | None = None
 
 
 @dataclass
@@ -480,7 +488,10 @@ class Studio:
             params = resolve_params(generator.param_specs(), request.params,
                                     self.registry.get(request.model).defaults)
             image = _check_image(request.image)
-            path = self.camera_path(request.camera, request.model)
+            # long shot (core.longshot): frame count from the length; None = the model's own
+            length = longshot.plan_length(generator, params, request.seconds, request.output_fps, request.overlap)
+            params = longshot.generator_params(generator, params, length)
+            path = self.camera_path(request.camera, request.model, length.num_frames if length else None)
             seed = _check_seed(request.seed)
             stage_params = {k: dict(v) for k, v in request.stage_params.items() if k in stages}
             for name, stage in stages.items():
@@ -489,9 +500,12 @@ class Studio:
                         and not stage_params.get(name, {}).get("prompt"):
                     stage_params.setdefault(name, {})["prompt"] = request.prompt
 
-            run = Run.create(self.settings.outputs, kind="walkthrough", min_free_bytes=self.settings.min_free_bytes,
+            run = self._reopen_run(request.resume_run) if request.resume_run else \
+                Run.create(self.settings.outputs, kind="walkthrough", min_free_bytes=self.settings.min_free_bytes,
                              free_space_fn=self.settings.free_space_fn,
                              params={
+                                 **({"length": {**length.to_dict(), "save_frames": request.save_frames,
+                                                "save_gif": request.save_gif}} if length else {}),
                                  "model": request.model, "generator_params": params, "prompt": request.prompt,
                                  "negative_prompt": request.negative_prompt,
                                  "camera": request.camera.to_dict() if isinstance(request.camera, CameraSpec)
@@ -506,9 +520,12 @@ class Studio:
         try:
             with run:
                 yield JobEvent("started", run.id, message=f"run {run.id}")
-                run.save_input_image(request.image_bytes if request.image_bytes else image,
-                                     original_name=_basename(request.image_name))
+                if not request.resume_run:  # a resumed run keeps its input file as uploaded
+                    run.save_input_image(request.image_bytes if request.image_bytes else image,
+                                         original_name=_basename(request.image_name))
                 run.write_json("camera", path.to_dict())
+                if length is not None:
+                    longshot.save_shot_camera(run.dir, path)
                 entry = self.registry.get(request.model)
                 run.add_model(request.model, kind="generator", label=entry.label, variant=entry.variant,
                               weights=self._weight_hashes(entry))
@@ -520,14 +537,19 @@ class Studio:
                 with self._device_lock:
                     gen_prog(0.0, f"{entry.label}: starting")
                     result = self._with_oom(
-                        lambda: generator.generate(GenerateRequest(image, path, request.prompt, request.negative_prompt,
-                                                                   seed, params), gen_prog),
+                        lambda: generator.generate(GenerateRequest(
+                            image, path, request.prompt, request.negative_prompt, seed, params,
+                            num_frames=length.num_frames if length else None,
+                            segments=SegmentOptions(request.overlap), run_dir=run.dir if length else None), gen_prog),
                         task=f"generating with {entry.label}")
                 run.add_timing("generate", time.perf_counter() - t0)
                 run.update(generator_info=_jsonable(result.info))
                 clip = result.clip
                 if generator.camera_control and clip.num_frames != path.num_frames and clip.num_frames >= 2:
                     # record the path the clip actually follows (e.g. kenburns resampled it)
+                    run.write_json("camera", path.resampled(clip.num_frames).to_dict())
+                clip = longshot.to_output_fps(clip, length)  # AI long shots: native frames -> output fps
+                if clip.num_frames != result.clip.num_frames:
                     run.write_json("camera", path.resampled(clip.num_frames).to_dict())
                 reference = _reference_image(image, result.info, clip)
                 native = (clip.width, clip.height)
@@ -571,7 +593,7 @@ class Studio:
                         yield ev
                     run.add_timing("post_process", time.perf_counter() - t1)
                 table = metriclib.summary_table(measures)
-                run.write_json("metrics", {"chains": measures, "table": table,
+                run.write_json("metrics", {"chains": measures, "table": table, "seams": result.info.get("seams"),
                                            "table_common": metriclib.summary_table(measures, variant="common"),
                                            "table_study": metriclib.summary_table(measures, variant="study"),
                                            "table_generator_rate": metriclib.summary_table(
@@ -679,6 +701,70 @@ class Studio:
     def _forget(self, job_id: str) -> None:
         with self._jobs_lock:
             self._jobs.pop(job_id, None)
+
+    # -- long shots: resume a partial run ------------------------------------------------
+    def resume(self, run_id: str, progress: ProgressFn | None = None,
+               job_id: str | None = None) -> Iterator[JobEvent]:
+        """Continue partial long-shot run `run_id` in its own folder from its last finished
+        segment; yields the same events as `run_job` and the same frames an uninterrupted run
+        gives (same request, seeds and saved conditioning frames)."""
+        run = self.open_run(run_id)
+        fields = longshot.resume_fields(run)
+        inp = (run.data.get("input") or {}).get("file")
+        if not inp:
+            raise InputError(f"Run {run_id} has no saved input photo to resume from.")
+        image = self.load_image(run.dir / inp)
+        return self.run_job(JobRequest(image, **fields), progress, job_id)
+
+    def _reopen_run(self, run_id: str):
+        """A partial run reopened for `resume`, marked running again by this process."""
+        from .runs import Run
+
+        run = Run.open(self.settings.outputs, run_id, min_free_bytes=self.settings.min_free_bytes,
+                       free_space_fn=self.settings.free_space_fn)
+        if run.status == "complete":
+            raise InputError(f"Run {run_id} is complete; there is nothing to resume.")
+        run.update(status="running", error=None, pid=os.getpid())
+        return run
+
+    def shot_plan(self, model: str, seconds: float | None, output_fps: float | None = None, overlap: int = 1,
+                  params: Mapping[str, Any] | None = None):
+        """(LengthPlan or None, SegmentPlan or None) of a shot, without loading anything: what the
+        Create tab shows (frame count, segment boundaries in the 3D path view)."""
+        from .generators.segments import plan_segments
+
+        generator = self.generator(model)
+        p = resolve_params(generator.param_specs(), params or {}, self.registry.get(model).defaults)
+        length = longshot.plan_length(generator, p, seconds, output_fps, overlap)
+        if length is None or generator.any_length:
+            return length, None
+        native = int(p.get("num_frames") or generator.num_frames)
+        return length, plan_segments(length.num_frames, native, overlap)
+
+    def generate_shot(self, image: np.ndarray, camera: CameraSpec | cam.CameraPath, model: str = "kenburns", *,
+                      seconds: float | None = None, output_fps: float | None = None, prompt: str = "",
+                      negative_prompt: str = "", seed: int = 0, params: Mapping[str, Any] | None = None,
+                      overlap: int = 1, run_dir: Path | None = None,
+                      progress: Progress | ProgressFn | None = None):
+        """One shot of `seconds` at `output_fps` (the generator's own length/rate when None), for
+        callers that manage their own folders (tours). Finished segments go to `run_dir` when
+        given, so the same call resumes there. Returns a GenerateResult (clip at the output fps;
+        info["seams"] for chained shots)."""
+        generator = self.generator(model)
+        self._require_available(model)
+        p = resolve_params(generator.param_specs(), params or {}, self.registry.get(model).defaults)
+        length = longshot.plan_length(generator, p, seconds, output_fps, overlap)
+        p = longshot.generator_params(generator, p, length)
+        path = self.camera_path(camera, model, length.num_frames if length else None)
+        req = GenerateRequest(_check_image(image), path, prompt, negative_prompt, _check_seed(seed), p,
+                              num_frames=length.num_frames if length else None, segments=SegmentOptions(overlap),
+                              run_dir=Path(run_dir) if run_dir is not None and length else None)
+        with self._device_lock:
+            result = self._with_oom(lambda: generator.generate(req, as_progress(progress)),
+                                    task=f"generating with {generator.label}")
+        clip = longshot.to_output_fps(result.clip, length)
+        return result if clip is result.clip else dataclasses.replace(result, clip=clip,
+                                                                       info={**result.info, "fps": clip.fps})
 
     # -- history --------------------------------------------------------------------------
     def list_runs(self, limit: int | None = 50):

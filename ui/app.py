@@ -29,6 +29,7 @@ from core.postprocess.chains import STANDARD_CHAINS
 from core.service import CameraSpec, JobRequest, Studio
 
 from .figures import camera_figure, metric_figure
+from . import longshot as ui_longshot  # Length / Output fps controls, segment marks, seam line
 from .study_tab import build_export_panel, build_study_tab
 from .uploads import uploaded_file
 from .players import SYNC_JS, Player, players_html
@@ -249,6 +250,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                             with gr.Group(visible=False) as file_box:
                                 cam_file = gr.File(label="RealEstate10K camera file (.txt)", file_types=[".txt"],
                                                    type="filepath")
+                            length_s, out_fps = ui_longshot.length_controls()  # long shots (issue 11)
                             camera_plot = gr.Plot(label="Camera path (blue → red over time)", elem_id="camera-plot")
                             camera_msg = gr.Markdown(elem_classes="warning")
                             with gr.Row():
@@ -319,6 +321,8 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                     runs_refresh = gr.Button("Refresh", size="sm")
                     run_pick = gr.Dropdown(label="Run", choices=[], scale=4)
                     run_open = gr.Button("Show in Create", size="sm")
+                    run_resume = gr.Button("Resume partial run", size="sm", elem_id="resume-btn")
+                resume_msg = gr.Markdown(elem_id="resume-status")
                 runs_table = gr.Dataframe(headers=["run", "created", "status", "model", "chains", "error"],
                                           interactive=False, wrap=True)
 
@@ -406,15 +410,21 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
 
         def update_camera(name, *args):
             w, h = model_size(name)
+            starts: tuple[int, ...] = ()
             try:
-                path = studio.camera_path(camera_spec(*args), name)
+                if len(args) > len(cam_inputs):  # with the shot length: the whole multi-segment path
+                    path, starts = ui_longshot.path_for_view(studio, name, camera_spec(*args[:len(cam_inputs)]),
+                                                             *args[len(cam_inputs):])
+                else:
+                    path = studio.camera_path(camera_spec(*args), name)
             except StudioError as exc:
                 return camera_figure(None, w, h, "Camera path not valid"), f"⚠️ {exc}"
             except Exception as exc:  # keep the panel alive on anything unexpected
                 return camera_figure(None, w, h, "Camera path not valid"), f"⚠️ {exc}"
             m = path.motion_summary()
             summary = ", ".join(f"{k.replace('_', ' ')} {v:.3g}" for k, v in m.items())
-            return camera_figure(path, w, h), f"{path.num_frames} frames · {summary}"
+            segs = f" · {len(starts) + 1} segments" if starts else ""
+            return camera_figure(path, w, h, segment_starts=starts), f"{path.num_frames} frames{segs} · {summary}"
 
         def fill_keyframes(pid, amt, dist, ease, name):
             w, h = model_size(name)
@@ -483,6 +493,8 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             adh = next((m["adherence"] for m in ms.values() if m.get("adherence")), None)
             if adh:
                 md += "\n\n" + adherence_markdown(adh)
+            if md:
+                md += ui_longshot.seams_markdown(state.get("seams"))
             return metric_figure(ms, "tpsnr", var, order), metric_figure(ms, "tssim", var, order), md
 
         def render_players(state, note=""):
@@ -512,7 +524,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                     seed=int(data[seed] or 0), params=params, measure_adherence=bool(data[adherence_box]),
                     chains=tuple(picked), roles={"denoise": data[denoiser], "upscale": data[upscaler],
                                                    "interpolate": data[interpolator]},
-                    stage_params=stage_params,
+                    stage_params=stage_params, **ui_longshot.length_fields(data[length_s], data[out_fps]),
                 )
             except BaseException as exc:
                 raise _error(exc)
@@ -529,6 +541,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                         w, h = m.get("size", [0, 0])
                         state["chains"][ev.chain] = {"video": str(ev.video), "metrics": m, "width": w,
                                                      "height": h, "fps": m.get("fps") or 10.0}
+                        state.setdefault("seams", ui_longshot.run_seams(studio, ev.run_id))
                         files.append(str(ev.video))
                         done = len(state["chains"])
                         psnr_fig, ssim_fig, md = render_results(state, data[variant])
@@ -558,7 +571,8 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                 rows.append([r.id, r.created or "", r.status, (d.get("params") or {}).get("model", ""),
                              ", ".join(r.chains), r.error or ""])
             return rows, gr.update(choices=[r.id for r in runs if r.status in ("complete", "failed",
-                                                                                 "cancelled", "interrupted")])
+                                                                                 "cancelled", "interrupted",
+                                                                                 "partial")])
 
         def open_run(run_id, var):
             if not run_id:
@@ -567,7 +581,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                 run = studio.open_run(run_id)
             except StudioError as exc:
                 raise _error(exc)
-            state = {"run": run_id, "chains": {}}
+            state = {"run": run_id, "chains": {}, "seams": ui_longshot.run_seams(studio, run_id)}
             files = []
             for name, entry in run.data.get("chains", {}).items():
                 f = (entry.get("files") or {}).get("mp4")
@@ -622,8 +636,9 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             .then(update_camera, [model] + cam_inputs, [camera_plot, camera_msg])
         preset.change(preset_changed, [preset], [amount, distance, preset_desc])
         cam_mode.change(mode_changed, [cam_mode], [preset_box, kf_box, wp_box, file_box])
-        for comp in (cam_mode, preset, amount, distance, easing, kf_table, depth, cam_file):
-            comp.change(update_camera, [model] + cam_inputs, [camera_plot, camera_msg], queue=False)
+        for comp in (cam_mode, preset, amount, distance, easing, kf_table, depth, cam_file, length_s, out_fps):
+            comp.change(update_camera, [model] + cam_inputs + [length_s, out_fps], [camera_plot, camera_msg],
+                        queue=False)
         kf_fill.click(fill_keyframes, [preset, amount, distance, easing, model], [kf_table, cam_mode])
         preview.select(add_waypoint, [photo_state, waypoints_state, model], [waypoints_state, preview, cam_mode]) \
             .then(update_camera, [model] + cam_inputs, [camera_plot, camera_msg])
@@ -635,7 +650,8 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                           concurrency_limit=1, api_name="caption")
 
         gen_inputs = {job_state, model, photo_state, prompt, adherence_box, seed, chains, custom_chain, denoiser,
-                      upscaler, interpolator, variant, *cam_inputs, *(c for _, _, c in param_controls),
+                      upscaler, interpolator, variant, *cam_inputs, length_s, out_fps,
+                      *(c for _, _, c in param_controls),
                       *(c for _, _, c in stage_controls)}
         generate_btn.click(new_job, None, [job_state], queue=False) \
             .then(run_generate, gen_inputs,
@@ -645,6 +661,13 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
         variant.change(render_results, [results_state, variant], [psnr_plot, ssim_plot, table], queue=False)
 
         runs_refresh.click(refresh_runs, None, [runs_table, run_pick])
+        # a partial long shot (cancelled after some segments) continues from its last finished segment
+        run_resume.click(new_job, None, [job_state], queue=False) \
+            .then(lambda rid, job, progress=gr.Progress(): ui_longshot.resume_run(studio, rid, job, progress),
+                  [run_pick, job_state], [resume_msg], concurrency_id=GPU, concurrency_limit=1) \
+            .then(open_run, [run_pick, variant],
+                  [players, psnr_plot, ssim_plot, table, results_state, downloads, status, tabs]) \
+            .then(refresh_runs, None, [runs_table, run_pick])
         run_open.click(open_run, [run_pick, variant],
                        [players, psnr_plot, ssim_plot, table, results_state, downloads, status, tabs])
         status_refresh.click(refresh_models, None, [models_table, status_table, mem_md])

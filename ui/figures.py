@@ -6,7 +6,7 @@ tunnel on a cluster node without internet.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -22,8 +22,11 @@ def chain_color(index: int) -> str:
 
 
 def camera_figure(path: CameraPath | None, width: int = 512, height: int = 320,
-                  message: str = "") -> go.Figure:
+                  message: str = "", segment_starts: Sequence[int] = ()) -> go.Figure:
     """Frustums of every frame of `path` (relative to frame 0), coloured from blue to red.
+
+    segment_starts: first frames of the 2nd, 3rd, ... segments of a chained long shot; each is
+    marked (a black diamond labelled "segment k") where that segment's conditioning camera is.
 
     Axes are shown the way a viewer expects: x right, y up (the camera's -y), z forward, so a
     push-in goes into the screen and a crane-up goes up.
@@ -61,6 +64,14 @@ def camera_figure(path: CameraPath | None, width: int = 512, height: int = 320,
                                marker=dict(size=3, color=list(range(n)), colorscale="Bluered"),
                                line=dict(color="#555", width=2), name="camera centre",
                                text=[f"frame {i}" for i in range(n)], hoverinfo="text"))
+    marks = [int(s) for s in segment_starts if 0 < int(s) < n]
+    if marks:
+        pts = track[marks]
+        fig.add_trace(go.Scatter3d(x=pts[:, 0], y=pts[:, 1], z=pts[:, 2], mode="markers+text",
+                                   marker=dict(size=7, symbol="diamond", color="black"),
+                                   text=[f"segment {k + 2}" for k in range(len(marks))], textposition="top center",
+                                   hovertext=[f"segment {k + 2} starts at frame {f}" for k, f in enumerate(marks)],
+                                   hoverinfo="text", name="segment boundaries"))
     span = max(extent, size * 3)
     mid = (track.max(0) + track.min(0)) / 2
     rng = [[m - span, m + span] for m in mid]

@@ -119,6 +119,8 @@ class CamI2VGenerator(Generator):
         from ..models.cami2v.pipeline import CamI2VRequest, SamplingOptions
 
         progress = as_progress(progress)
+        if request.num_frames is not None:  # a long shot: chained native-length segments
+            return self._generate_long(request, progress)
         params = resolve_params(self.param_specs(), request.params)
         progress(0.0, f"loading {self.label}")
         pipe = self._pipeline_for(self._load_model())
@@ -141,6 +143,17 @@ class CamI2VGenerator(Generator):
         info["params"] = dict(params)
         info["fps"] = self.fps
         return GenerateResult(Clip(result.frames, self.fps), info)
+
+
+    def _generate_long(self, request: GenerateRequest, progress: Progress) -> GenerateResult:
+        """`request.num_frames` frames from segments of the model's native length (see
+        core.generators.segments); each segment is one ordinary `generate` call."""
+        from .segments import generate_segments
+
+        params = resolve_params(self.param_specs(), request.params)
+        progress(0.0, f"loading {self.label}")
+        native = int(self._load_model().params.num_frames)
+        return generate_segments(self, request, progress, native, params, self.generate, camera=True)
 
 
 def load_model(registry: Registry, entry: ModelEntry | str, *, device: Any = "cpu", dtype: str = "fp32"):

@@ -226,6 +226,7 @@ class KenBurnsGenerator(Generator):
     fps = 10.0
     camera_control = True
     is_ai = False
+    any_length = True
 
     def param_specs(self) -> Sequence[ParamSpec]:
         return (
@@ -247,7 +248,9 @@ class KenBurnsGenerator(Generator):
         if params["num_frames"] == 1:
             raise InputError("Frames must be 0 (follow the camera path) or at least 2.")
         camera = request.camera
-        if params["num_frames"] and params["num_frames"] != camera.num_frames:
+        if request.num_frames is not None and request.num_frames != camera.num_frames:
+            camera = camera.resampled(request.num_frames)  # a long shot: native at any length
+        elif params["num_frames"] and params["num_frames"] != camera.num_frames:
             camera = camera.resampled(params["num_frames"])
         frames, info = render_kenburns(
             request.image, camera, params["width"], params["height"], params["plane_depth"],

@@ -290,6 +290,10 @@ class SVDGenerator(Generator):
         progress = as_progress(progress)
         t_start = time.perf_counter()
         p = resolve_params(self.param_specs(), request.params)
+        if request.num_frames is not None:  # a long shot: chained segments of `num_frames` frames each
+            from .segments import generate_segments
+
+            return generate_segments(self, request, progress, p["num_frames"], p, self.generate, camera=False)
         width, height = p["width"], p["height"]
         for what, v in (("Width", width), ("Height", height)):
             if v % SIZE_MULTIPLE:

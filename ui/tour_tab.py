@@ -221,7 +221,9 @@ def build_tour_tab(studio: Studio) -> dict[str, Any]:
                     _rows(rows), paths, transition=tourlib.Transition(trans or "crossfade", tsecs or 0.0),
                     fps=int(fps_v or tourlib.DEFAULT_FPS), width=width, height=height, vertical=bool(vert),
                     model="kenburns" if preview else model_v, chain="none" if preview else (chain_v or "none"),
-                    roles={"denoise": den, "upscale": up}, seed=int(seed_v or 0))
+                    roles={"denoise": den, "upscale": up}, seed=int(seed_v or 0),
+                    # the preview is a quick look at timing and framing: bilinear Ken Burns
+                    params={"quality": "fast"} if preview else {})
                 resume = None
         except BaseException as exc:
             raise _error(exc)

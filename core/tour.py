@@ -714,8 +714,14 @@ def _render_shot(studio: "Studio", generator: Any, tour: Tour, index: int, image
         result = studio._with_oom(lambda: generator.generate(request, gen_prog),
                                   task=f"generating shot {index + 1} with {entry.label}")
     clip = result.clip
-    info: dict[str, Any] = {"generator": dict(result.info), "native_frames": clip.num_frames,
-                            "native_fps": clip.fps, "native_size": [clip.width, clip.height]}
+    info: dict[str, Any] = {"generator": dict(result.info), "requested_frames": n_frames,
+                            "native_frames": clip.num_frames, "native_fps": clip.fps,
+                            "native_size": [clip.width, clip.height], "warnings": []}
+    if clip.num_frames != n_frames:
+        # A generator without segment chaining returns its fixed clip: the shot is then that clip
+        # spread over the shot's length, and the run says so.
+        info["warnings"].append(f"{entry.label} made {clip.num_frames} frames of the {n_frames} asked for; "
+                                f"the shot stretches them over {want / tour.fps:g} s.")
     if tour.chain != "none":
         chain_prog = prog.sub(0.6, 0.9)
         with studio._device_lock:

@@ -269,3 +269,76 @@ def test_cli_errors_are_one_line(tmp_path):
                         "--out", str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
     assert "Unknown camera move 'moonwalk'" in r.stderr
+
+
+def test_ai_tour_runs_shot_by_shot_with_a_chain(tmp_path, monkeypatch, torch_one_thread):
+    """The AI path of a tour with a tiny CamI2V standing in for the released checkpoint: a long
+    shot per photo at the model's size and fps, the chain at the model's size, then retimed to
+    the tour's fps and fitted to 16:9."""
+    from core.generators import cami2v as cami2v_gen
+    from core.service import Studio, StudioSettings
+    from core.video import read_video
+    from tests.test_cami2v_service import tiny_model
+
+    (tmp_path / "ckpts").mkdir()
+    (tmp_path / "ckpts" / "512_cami2v_100k.pt").write_bytes(b"stand-in")
+    (tmp_path / "models.json").write_text(json.dumps({"models": {
+        "cami2v-512": {"kind": "generator", "variant": "cami2v", "label": "CamI2V 512x320",
+                       "files": [{"role": "checkpoint", "path": "ckpts/512_cami2v_100k.pt"}]}}}))
+    monkeypatch.setattr(cami2v_gen, "load_model", lambda registry, entry, *, device, dtype: tiny_model())
+    studio = Studio(StudioSettings(root=tmp_path, models=tmp_path / "models.json", outputs=tmp_path / "out",
+                                   device="cpu", min_free_bytes=0))
+    tour = make_tour(_small_photos(tmp_path, 2), moves=["orbit-left", "push-in"], seconds=1, fps=24, width=96,
+                     height=54, model="cami2v-512", chain="denoise", params={"steps": 1},
+                     transition=Transition("crossfade", 0.25), prompts=["a kitchen", "a bedroom"])
+    events = list(studio.run_tour(tour))
+    assert [e.kind for e in events] == ["started", "shot", "shot", "tour", "done"]
+    run = studio.open_run(events[0].run_id)
+    shots = run.data["tour"]["shots"]
+    assert [shots[str(i)]["frames"] for i in range(2)] == [30, 24]  # 24 + a 6-frame handle, 24
+    info = shots["0"]["info"]
+    assert info["native_fps"] == pytest.approx(10.0) and "retime" in info
+    assert [r["stage"] for r in info["chain"]] == ["nlmeans"]
+    assert info["requested_frames"] == 12  # (1 s + 0.25 s handle) x 10 fps: one long shot
+    assert info["generator"]["prompt"].startswith("a kitchen") and info["generator"]["seed"] == 0
+    assert shots["1"]["info"]["generator"]["prompt"].startswith("a bedroom") and shots["1"]["seed"] == 1
+    if info["native_frames"] != 12:  # a generator without segment chaining says what it did
+        assert "stretches" in info["warnings"][0]
+    clip = read_video(events[-1].video)
+    assert (clip.num_frames, clip.width, clip.height) == (48, 96, 54) and clip.fps == pytest.approx(24)
+
+
+def test_study_accepts_a_length(tmp_path):
+    from core import study as studylib
+    from core.service import Studio, StudioSettings
+
+    photos = _small_photos(tmp_path, 1)
+    studio = Studio(StudioSettings(outputs=tmp_path / "runs"))
+    result = studylib.run_study(studio, photos, "push-in", "none", "kenburns", tmp_path / "study",
+                                seconds=2.5, params={"width": 64, "height": 40})
+    assert result.complete == 1
+    run = next(iter(studio.list_runs()))
+    assert run.status == "complete"
+    camera = json.loads((tmp_path / "runs" / run.id / "camera.json").read_text())
+    assert len(camera["w2c"]) == 25  # 2.5 s x the preview's 10 fps
+    assert studylib.StudySpec(images=(photos[0],), seconds=2.5).settings()["seconds"] == 2.5
+    assert "seconds" not in studylib.StudySpec(images=(photos[0],)).settings()  # older studies still resume
+    with pytest.raises(InputError, match="--seconds"):
+        studylib.StudySpec(images=(photos[0],), seconds=-1)
+
+
+def test_mp4_stream_writes_atomically(tmp_path):
+    from core.video import Mp4Stream, read_video
+
+    frames = np.random.default_rng(0).integers(0, 256, (5, 20, 33, 3), dtype=np.uint8)
+    with Mp4Stream(tmp_path / "a.mp4", 24) as out:
+        for f in frames:
+            out.append(f)
+    assert (out.result.width, out.result.height, out.result.num_frames, out.result.cropped) == (32, 20, 5, (1, 0))
+    clip = read_video(tmp_path / "a.mp4")
+    assert clip.num_frames == 5 and clip.fps == pytest.approx(24)
+    with pytest.raises(Cancelled):
+        with Mp4Stream(tmp_path / "b.mp4", 24) as out:
+            out.append(frames[0])
+            raise Cancelled("stop")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]  # no file, no temporary left

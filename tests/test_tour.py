@@ -254,7 +254,8 @@ def test_cli_three_room_twelve_second_tour(tmp_path):
     reader = imageio.get_reader(out / "tour.mp4", format="FFMPEG")
     meta = reader.get_meta_data()
     reader.close()
-    assert meta["codec"] == "h264" and meta["duration"] == pytest.approx(12.0, abs=0.05)
+    assert meta["codec"] == "h264" and meta["pix_fmt"].startswith("yuv420p")
+    assert meta["duration"] == pytest.approx(12.0, abs=0.05)
     assert len(list((out / "shots").glob("shot-*.mp4"))) == 3
     moves = [s["move"] for s in json.loads((out / "tour.json").read_text())["shots"]]
     assert moves == ["push-in", "pan-left", "push-in"]

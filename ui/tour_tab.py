@@ -71,13 +71,22 @@ def shot_rows(names: list[str], current: list[list[Any]]) -> list[list[Any]]:
     kept = [r for r in current if len(r) >= 2 and r[1] in names]
     have = {r[1] for r in kept}
     rows = [list(r) for r in kept]
-    for name in names:
-        if name not in have:
-            i = len(rows)
-            rows.append([i + 1, name, tourlib.default_move(i), tourlib.DEFAULT_SECONDS, ""])
     for i, r in enumerate(rows):
         r[0] = i + 1 if r[0] in (None, "") else r[0]
+    for name in names:
+        if name not in have:  # appended after the last shot
+            i = len(rows)
+            last = max((float(r[0]) for r in rows if _is_number(r[0])), default=0)
+            rows.append([int(last) + 1, name, tourlib.default_move(i), tourlib.DEFAULT_SECONDS, ""])
     return rows
+
+
+def _is_number(v: Any) -> bool:
+    try:
+        float(v)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def tour_from_table(rows: list[list[Any]], paths: dict[str, Path], **options: Any) -> tourlib.Tour:
@@ -205,8 +214,11 @@ def build_tour_tab(studio: Studio) -> dict[str, Any]:
             den, up, seed_v, progress=gr.Progress()):
         try:
             if mode == "resume":
+                if not last_run:  # e.g. after a restart: the newest unfinished tour
+                    last_run = next((r.id for r in studio.list_runs(limit=200) if r.status != "complete"
+                                     and (r.data or {}).get("kind") == "tour"), "")
                 if not last_run:
-                    raise InputError("Nothing to resume: start a tour first.")
+                    raise InputError("Nothing to resume: every tour run is complete.")
                 tour, resume = None, last_run
                 saved = studio.open_run(last_run)
                 planned = tourlib.Tour.from_dict(

@@ -532,8 +532,10 @@ def _fingerprint(tour: Tour, index: int, photo_sha: str) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _load_photos(studio: "Studio", tour: Tour) -> list[tuple[np.ndarray, bytes, str]]:
-    """(image, file bytes, PIL format) of every shot's photo; one clear line for a bad one."""
+def _load_photos(studio: "Studio", tour: Tour) -> list[tuple[bytes, str]]:
+    """(file bytes, PIL format) of every shot's photo, each decoded once to check it (one clear
+    line for a bad one); the pixels are decoded again when the shot renders, so a long tour of
+    big photos never holds them all."""
     from PIL import Image
 
     out = []
@@ -541,7 +543,7 @@ def _load_photos(studio: "Studio", tour: Tour) -> list[tuple[np.ndarray, bytes, 
         if not s.photo.is_file():
             raise InputError(f"Shot {i + 1}: no such photo {s.photo}.")
         try:
-            image = studio.load_image(s.photo)
+            studio.load_image(s.photo)
         except InputError as exc:
             raise InputError(f"Shot {i + 1}: {exc}") from None
         data = s.photo.read_bytes()
@@ -550,7 +552,7 @@ def _load_photos(studio: "Studio", tour: Tour) -> list[tuple[np.ndarray, bytes, 
                 fmt = im.format or "PNG"
         except Exception:  # load_image accepted it; keep it under a neutral name
             fmt = ""
-        out.append((image, data, fmt))
+        out.append((data, fmt))
     return out
 
 
@@ -567,8 +569,9 @@ def iter_tour(studio: "Studio", tour: Tour | None = None, progress: Progress | N
 
     prog = as_progress(progress)
     if resume:
-        run = studio.open_run(resume)
-        if run.data.get("kind") != "tour":
+        run = Run.open(studio.settings.outputs, resume, min_free_bytes=studio.settings.min_free_bytes,
+                       free_space_fn=studio.settings.free_space_fn)
+        if run.data.get("kind") != "tour" or not (run.dir / TOUR_FILE).is_file():
             raise InputError(f"Run {resume} is not a tour.")
         saved = Tour.from_dict(json.loads((run.dir / TOUR_FILE).read_text(encoding="utf-8")), base=run.dir)
         tour = saved if tour is None else tour
@@ -596,7 +599,7 @@ def iter_tour(studio: "Studio", tour: Tour | None = None, progress: Progress | N
         # The photos travel with the run, so a resume never depends on an upload's temp file.
         local_shots = []
         shas = []
-        for i, ((image, data, fmt), shot) in enumerate(zip(photos, tour.shots)):
+        for i, ((data, fmt), shot) in enumerate(zip(photos, tour.shots)):
             dest = run.dir / PHOTO_FILE.format(index=i, ext=_PHOTO_EXT.get(fmt.upper(), ".img"))
             if not (dest.is_file() and dest.read_bytes() == data):
                 atomic_write_bytes(dest, data)
@@ -632,8 +635,9 @@ def iter_tour(studio: "Studio", tour: Tour | None = None, progress: Progress | N
                                       num_frames=frames.shape[0], message=f"shot {i + 1}/{n} kept from before")
                 else:
                     t0 = time.perf_counter()
-                    clip, info = _render_shot(studio, generator, tour, i, photos[i][0], stages, roles,
-                                              sub.sub(0.0, 0.7))
+                    image = studio.load_image(run.dir / local_shots[i].photo)
+                    clip, info = _render_shot(studio, generator, tour, i, image, stages, roles, sub.sub(0.0, 0.7))
+                    del image
                     written = write_mp4(clip, path, crf=SHOT_CRF, preset=SHOT_PRESET, progress=sub.sub(0.7, 0.8))
                     frames = clip.frames
                     done[str(i)] = {"file": path.name, "fingerprint": fp, "frames": written.num_frames,

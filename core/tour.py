@@ -3,8 +3,9 @@
 A `Shot` is one photo with a camera move (a preset name or a `CameraPath`), a length in seconds
 and a prompt. A `Tour` is the ordered shots plus how to join and deliver them. `iter_tour` (what
 `Studio.run_tour` runs) renders shot by shot into the tour's run folder and yields a `TourEvent`
-after each finished shot, so a player can fill in while later shots still render; it then joins
-the shots into ``tour.mp4`` (and ``tour-vertical.mp4`` when asked).
+after each finished shot, so a player can fill in while later shots still render. Each finished
+shot also goes straight into the encoder of ``tour.mp4`` (and ``tour-vertical.mp4`` when asked),
+so the tour is ready as soon as its last shot is; nothing holds more than one shot in memory.
 
 Defaults are what a real-estate videographer would pick for a listing:
 
@@ -29,10 +30,11 @@ A dip to black fades the last m frames of a shot to black and the next shot's fi
 from black, m = round(duration * fps / 2), with the incoming shot's first frame exactly black.
 A cut joins the shots as they are.
 
-Resuming: every finished shot is saved as ``shot-NN.mp4`` in the run folder together with a
-fingerprint of everything that decided its frames (photo bytes, move, length, prompt, model,
-parameters, seed, chain, size, fps, handle). `iter_tour(..., resume=run_id)` skips shots whose
-file and fingerprint are there and renders only the rest, then joins all of them again.
+Resuming: every finished shot is saved as ``shot-NN.mp4`` (H.264, crf 14) in the run folder
+together with a fingerprint of everything that decided its frames (photo bytes, move, length,
+prompt, model, parameters, seed, chain, size, fps, handle). `iter_tour(..., resume=run_id)` skips
+shots whose file and fingerprint are there (joining them from that file) and renders only the
+rest. The photos are copied into the run folder, so a resume needs nothing from the upload.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The Tour tab's table helpers: new photos get the default shots, edits survive, the order
+"""The Tour tab's table and player functions: new photos get the default shots, edits survive, the order
 column orders the tour, and a bad row is one clear line."""
 
 from __future__ import annotations

@@ -167,7 +167,8 @@ def cmd_study(args: argparse.Namespace) -> int:
         chains=studylib.parse_chains(args.chains), model=args.model, seed=args.seed,
         params=studylib.parse_assignments(args.param), roles=roles,
         stage_params=studylib.parse_stage_params(args.stage_param), prompt=args.prompt,
-        negative_prompt=args.negative_prompt, amount=args.amount, distance=args.distance)
+        negative_prompt=args.negative_prompt, amount=args.amount, distance=args.distance,
+        seconds=args.seconds)
     out = Path(args.out).expanduser()
     if args.slurm:
         options = studylib.SlurmOptions(
@@ -284,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--negative-prompt", default="", help="negative prompt for AI generators")
     s.add_argument("--amount", type=float, default=None, help="move amount (default: each preset's)")
     s.add_argument("--distance", type=float, default=None, help="translation scale (default: each preset's)")
+    s.add_argument("--seconds", type=float, default=None, help="shot length in seconds (default: the model's clip)")
     s.add_argument("--models", default=None, help="model registry (default models.json)")
     s.add_argument("--device", default="auto")
     s.add_argument("--dtype", default="auto")
@@ -308,6 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--task-count", type=int, default=None, help=argparse.SUPPRESS)
     c.add_argument("--task-out", default=None, help=argparse.SUPPRESS)
     s.set_defaults(func=cmd_study)
+
+    from .tour_cli import add_tour_parser  # python -m core tour (core/tour_cli.py)
+
+    add_tour_parser(sub)
     return p
 
 

@@ -607,6 +607,24 @@ class Studio:
             cancel_event.set()
             self._forget(job_id)
 
+    # -- tours (core.tour) ----------------------------------------------------------------
+    def run_tour(self, tour: Any = None, progress: ProgressFn | None = None, job_id: str | None = None,
+                 resume: str | None = None) -> Iterator[Any]:
+        """Render a `core.tour.Tour` shot by shot, yielding a `core.tour.TourEvent` after each
+        shot and for the joined tour; `resume=run_id` finishes a cancelled or failed tour run
+        (finished shots are kept). `cancel(job_id)` stops it between frames."""
+        from .tour import iter_tour
+
+        job_id = job_id or self.new_job_id()
+        with self._jobs_lock:
+            cancel_event = self._jobs.setdefault(job_id, threading.Event())
+        try:
+            yield from iter_tour(self, tour, Progress(progress, cancel_event), resume=resume)
+        finally:
+            cancel_event.set()
+            self._forget(job_id)
+    # -- end of tours -----------------------------------------------------------------------
+
     def _adherence(self, run, clip: Clip, path: cam.CameraPath, prog: Progress) -> dict[str, Any]:
         """Camera adherence of the generated clip (CPU; outside the device lock). The full result
         (per-frame errors, both trajectories) goes to run.json; the summary is returned."""

@@ -236,9 +236,21 @@ class StudySpec:
     negative_prompt: str = ""
     amount: float | None = None
     distance: float | None = None
+    # Shot length in seconds (None: the model's native clip); the path gets seconds x model fps frames.
+    seconds: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "images", tuple(Path(p) for p in self.images))
+        if self.seconds is not None:
+            from .tour import MAX_SHOT_SECONDS
+
+            try:
+                secs = float(self.seconds)
+            except (TypeError, ValueError):
+                raise InputError(f"--seconds must be a number, got {self.seconds!r}.") from None
+            if not 0.2 <= secs <= MAX_SHOT_SECONDS:
+                raise InputError(f"--seconds must be between 0.2 and {MAX_SHOT_SECONDS:g}, got {self.seconds!r}.")
+            object.__setattr__(self, "seconds", secs)
         object.__setattr__(self, "paths", parse_paths(self.paths))
         object.__setattr__(self, "chains", parse_chains(self.chains))
         object.__setattr__(self, "roles", {**DEFAULT_ROLES, **{k: v for k, v in dict(self.roles).items() if v}})
@@ -253,6 +265,7 @@ class StudySpec:
             "stage_params": {k: dict(v) for k, v in self.stage_params.items()},
             "prompt": self.prompt, "negative_prompt": self.negative_prompt,
             "amount": self.amount, "distance": self.distance,
+            **({"seconds": self.seconds} if self.seconds is not None else {}),
         }
 
     def cells(self) -> list[Cell]:
@@ -464,9 +477,13 @@ def _run_cell(studio: Any, spec: StudySpec, cell: Cell, progress: Progress,
     from .service import CameraSpec, JobRequest
 
     image = studio.load_image(cell.photo)
+    camera = CameraSpec(mode="preset", preset=cell.path, amount=spec.amount, distance=spec.distance)
+    if spec.seconds is not None:  # a long shot: seconds x the model's fps frames
+        fps = studio.generator(spec.model).fps
+        camera = studio.camera_path(camera, spec.model, num_frames=max(2, int(round(spec.seconds * fps))))
     request = JobRequest(
         image=image, image_bytes=cell.photo.read_bytes(), image_name=cell.photo.name, model=spec.model,
-        camera=CameraSpec(mode="preset", preset=cell.path, amount=spec.amount, distance=spec.distance),
+        camera=camera,
         prompt=spec.prompt, negative_prompt=spec.negative_prompt, seed=spec.seed, params=dict(spec.params),
         chains=tuple(spec.chains), roles=dict(spec.roles), stage_params={k: dict(v) for k, v in spec.stage_params.items()},
     )
@@ -870,6 +887,8 @@ def task_command(spec: StudySpec, out: Path, *, python: str, models: str | None 
         args += ["--amount", repr(float(spec.amount))]
     if spec.distance is not None:
         args += ["--distance", repr(float(spec.distance))]
+    if spec.seconds is not None:
+        args += ["--seconds", repr(float(spec.seconds))]
     if models:
         args += ["--models", str(Path(models).resolve())]
     args += ["--out", str(out.resolve())]

@@ -414,3 +414,80 @@ def _to_rgb8(im: Any) -> np.ndarray:
 
 def _grey_to_rgb(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(a[..., None], 3, axis=2))
+
+
+class Mp4Stream:
+    """Frame-by-frame H.264 writer with `write_mp4`'s encoding (libx264, yuv420p, ``-crf``,
+    ``+faststart``, atomic), for outputs too long to hold in memory at once (a tour of several
+    720p shots is gigabytes of RGB).
+
+    Use as a context manager: ``with Mp4Stream(path, 30) as out: out.append(frame)``; every
+    frame is (H, W, 3) uint8 RGB of one size (odd sizes are cropped by one pixel as in
+    `write_mp4`). On an exception (including Cancelled) no file is left under the final name.
+    After a normal exit `result` describes the file.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float, *, crf: int = DEFAULT_CRF, preset: str = "medium"):
+        if not (isinstance(crf, int) and 0 <= crf <= 51):
+            raise InputError(f"crf must be a whole number from 0 to 51, got {crf!r}.")
+        rate = float(fps)
+        if not (math.isfinite(rate) and 0 < rate <= 240):
+            raise InputError(f"fps must be in (0, 240], got {rate}.")
+        self.path = Path(path)
+        self.fps = rate
+        self.crf = crf
+        self.preset = preset
+        self.result: WrittenVideo | None = None
+        self._count = 0
+        self._shape: tuple[int, ...] | None = None
+        self._cropped = (0, 0)
+        self._writer: Any = None
+        self._stack: Any = None
+
+    def __enter__(self) -> "Mp4Stream":
+        import contextlib
+
+        import imageio.v2 as imageio
+
+        self._stack = contextlib.ExitStack()
+        tmp = self._stack.enter_context(atomic_output(self.path))
+        self._writer = imageio.get_writer(
+            tmp, format="FFMPEG", mode="I", fps=Fraction(self.fps).limit_denominator(1001), codec="libx264",
+            pixelformat="yuv420p", quality=None, macro_block_size=1, ffmpeg_log_level="error",
+            output_params=["-crf", str(self.crf), "-preset", self.preset, "-movflags", "+faststart"],
+        )
+        return self
+
+    def append(self, frame: np.ndarray) -> None:
+        """Add one (H, W, 3) uint8 RGB frame."""
+        if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise TypeError(f"expected an (H, W, 3) uint8 frame, got {getattr(frame, 'dtype', type(frame))} "
+                            f"{getattr(frame, 'shape', '')}")
+        if self._shape is None:
+            self._shape = frame.shape
+        elif frame.shape != self._shape:
+            raise ValueError(f"frame {self._count} is {frame.shape}, the stream is {self._shape}")
+        even, self._cropped = even_crop(frame[None])
+        self._writer.append_data(np.ascontiguousarray(even[0]))
+        self._count += 1
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        own: BaseException | None = None
+        try:
+            self._writer.close()
+        except BaseException as close_exc:  # reported below unless the block already failed
+            own = close_exc
+        if exc is None and own is None and self._count == 0:
+            own = InputError(f"No frames were written to {self.path.name}.")
+        err = exc if exc is not None else own
+        if err is not None:
+            # removes the temporary file (a full disk becomes OutOfDiskSpace there)
+            self._stack.__exit__(type(err), err, err.__traceback__)
+            if exc is None:
+                raise own
+            return False
+        self._stack.__exit__(None, None, None)
+        h, w = self._shape[0] - self._cropped[1], self._shape[1] - self._cropped[0]
+        self.result = WrittenVideo(str(self.path), "mp4", w, h, self._count, self.fps,
+                                   self.path.stat().st_size, self._cropped)
+        return False

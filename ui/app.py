@@ -330,6 +330,12 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             with gr.Tab("Study", id="study"):
                 build_study_tab(studio)
 
+            # ------------------------------------------------------------------ Tour (ui/tour_tab.py)
+            with gr.Tab("Tour", id="tour"):
+                from .tour_tab import build_tour_tab
+
+                build_tour_tab(studio)
+
             # ------------------------------------------------------------------ Models
             with gr.Tab("Models", id="models"):
                 models_table = gr.Dataframe(headers=["name", "kind", "model", "available", "why not", "licence"],

@@ -11,7 +11,8 @@ Time left = (for the running step) its elapsed time x (1 - f) / f once it report
 else its estimate, + the estimates of the steps still to come. A rate measured on one step
 (NL-means at 512x320) therefore predicts another size of the same stage (NL-means at 2048x1280
 costs 16x) before it starts. The job's fraction is elapsed / (elapsed + time left), so the bar
-and the ETA tell the same story; it never moves backwards.
+and the ETA tell the same story; it never moves backwards, and it holds still (the messages
+still count frames and steps) while a step to come has never been timed on this machine.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ PRIOR_RATES: dict[str, float] = {
     "stage:lanczos": 0.03,
     "write": 0.3,  # mp4 + metrics of one clip, per megapixel-frame
     "generate:kenburns": 0.6,  # per clip
+    "adherence": 2.0,  # structure from motion on the generator's clip (rough)
+    "stage:fastdvdnet": 30.0,  # CPU; a GPU replaces it with its own measurement after one run
 }
 
 
@@ -95,6 +98,8 @@ class Step:
     fraction: float = 0.0
 
     def estimate(self, rates: RateBook) -> float | None:
+        if self.units <= 0:
+            return 0.0
         r = rates.rate(self.key)
         return None if r is None else r * self.units
 
@@ -171,7 +176,8 @@ class Timeline:
             eta = self.eta(now)
             elapsed = now - self.t0
             if eta is None:
-                frac = (i + s.fraction) / max(1, len(self.steps))
+                # Some step to come was never timed here: hold the bar rather than invent a share.
+                frac = self._last_fraction
             else:
                 frac = elapsed / (elapsed + eta) if elapsed + eta > 0 else 1.0
             frac = max(self._last_fraction, min(frac, 1.0))

@@ -109,8 +109,8 @@ def megapixel_frames(width: int, height: int, frames: int) -> float:
 
 
 def format_eta(seconds: float | None) -> str:
-    """'about 40 s', 'about 6 min', '' when unknown."""
-    if seconds is None or not math.isfinite(seconds):
+    """'about 40 s left', 'about 6 min left', '' when unknown or under a second."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 1:
         return ""
     if seconds < 90:
         return f"about {max(1, round(seconds))} s left"
@@ -182,10 +182,7 @@ class Timeline:
                 frac = elapsed / (elapsed + eta) if elapsed + eta > 0 else 1.0
             frac = max(self._last_fraction, min(frac, 1.0))
             self._last_fraction = frac
-            text = message
-            if eta is not None and eta >= 1:
-                text = f"{message} · {format_eta(eta)}"
-            update = ProgressUpdate(frac, text, s.label, eta)
+            update = ProgressUpdate(frac, message, s.label, eta)
         self.emit(update)
 
     def current(self) -> int | None:
@@ -227,3 +224,9 @@ class Timeline:
                 return None
             total += est
         return total
+
+
+def with_eta(message: str, eta_s: float | None) -> str:
+    """The message with its time left appended ("... · about 40 s left") when known."""
+    eta = format_eta(eta_s)
+    return f"{message} · {eta}" if eta else message

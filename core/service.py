@@ -478,7 +478,9 @@ class Studio:
 
         def emit(u: ProgressUpdate) -> None:
             if progress is not None:
-                progress(u.fraction, u.message)
+                from .eta import with_eta
+
+                progress(u.fraction, with_eta(u.message, u.eta_s))
             if on_progress is not None:
                 on_progress(u)
         try:

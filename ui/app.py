@@ -25,6 +25,7 @@ from PIL import Image, ImageDraw
 from core import camera as cam
 from core import metrics as metriclib
 from core.errors import StudioError
+from core.eta import with_eta
 from core.params import ParamSpec
 from core.postprocess.chains import STANDARD_CHAINS
 from core.service import CameraSpec, JobRequest, Studio
@@ -496,7 +497,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                 yield {status: f"Queued: {info.queue_position} job(s) ahead of this one…", job_state: job_id}
             for ev in studio.follow(job_id, since, coalesce_progress=True):
                 if ev.kind == "progress":
-                    progress(ev.fraction or 0.0, desc=ev.message)
+                    progress(ev.fraction or 0.0, desc=with_eta(ev.message, ev.eta_s))
                     continue
                 if ev.kind == "started":
                     state["run"] = ev.run_id

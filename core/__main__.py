@@ -84,7 +84,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     out = Path(args.out).expanduser()
     studio = Studio(StudioSettings(models=Path(args.models) if args.models else None, outputs=out / ".runs",
-                                   device=args.device, dtype=args.dtype))
+                                   device=args.device, dtype=args.dtype,
+                                   rates_file=out / ".runs" / "cache" / "rates.json"))  # time-left estimates
     for msg in studio.startup_messages():
         print("warning:", msg, file=sys.stderr)
     images = _images(args.image)

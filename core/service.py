@@ -89,6 +89,8 @@ class StudioSettings:
     min_free_bytes: int = 256 * 1024**2
     # free_space_fn(path) -> free bytes, in place of shutil.disk_usage (tests simulate a full disk)
     free_space_fn: Callable[[Path], int] | None = None
+    # Where measured speeds (for time-left estimates) are kept across restarts; None: memory only.
+    rates_file: Path | None = None
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -453,11 +455,11 @@ class Studio:
 
     @property
     def rates(self):
-        """Measured seconds per unit of work on this machine (ETAs), kept in outputs/cache."""
+        """Measured seconds per unit of work on this machine (ETAs), in settings.rates_file if set."""
         if self._rates is None:
             from .eta import RateBook
 
-            self._rates = RateBook(self.settings.outputs / "cache" / "rates.json")
+            self._rates = RateBook(self.settings.rates_file)
         return self._rates
 
     def run_job(self, request: JobRequest, progress: ProgressFn | None = None,

@@ -235,7 +235,9 @@ def test_rates_persist_and_a_damaged_file_costs_only_the_priors(tmp_path):
     assert RateBook(f, priors={"stage:x": 1.0}).rate("stage:x") == 1.0
 
 
-def test_walkthrough_progress_has_stage_and_eta_and_ends_at_one(studio):
+def test_walkthrough_progress_has_stage_and_eta_and_ends_at_one(tmp_path):
+    studio = Studio(StudioSettings(root=tmp_path, outputs=tmp_path / "out", models=tmp_path / "none.json",
+                                   min_free_bytes=0, rates_file=tmp_path / "rates.json"))
     updates: list[ProgressUpdate] = []
     events = list(studio.run_job(JobRequest(photo(), params=SMALL, chains=("none", "denoise+upscale")),
                                  on_progress=updates.append))
@@ -247,4 +249,4 @@ def test_walkthrough_progress_has_stage_and_eta_and_ends_at_one(studio):
             "chain 1 of 1 (denoise+upscale): lanczos"} <= stages
     assert any("frame 3/" in u.message and u.message.startswith("chain 1 of 1") for u in updates)
     assert all(u.eta_s is not None for u in updates if u.stage and u.stage.startswith("chain"))
-    assert json.loads((studio.settings.outputs / "cache" / "rates.json").read_text())["stage:nlmeans"] > 0
+    assert json.loads((tmp_path / "rates.json").read_text())["stage:nlmeans"] > 0

@@ -682,18 +682,20 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
         # The job runs on the server's job worker (one at a time on the device); these events only
         # follow it, so any number may run at once and none holds the device queue.
         job_outputs = [players, psnr_plot, ssim_plot, table, results_state, downloads, status, job_state]
+        # One follower per page at a time: Generate and Show stop following an earlier job (the
+        # job itself goes on).
+        reattached = demo.load(reattach, [variant], job_outputs, concurrency_limit=None, show_progress_on=[status],
+                               api_visibility="private")
         generate_btn.click(run_generate, gen_inputs, job_outputs, concurrency_limit=None, api_name="generate",
-                           show_progress_on=[status])
+                           show_progress_on=[status], cancels=[reattached])
         cancel_btn.click(cancel_job, [job_state], [status], queue=False)
-        demo.load(reattach, [variant], job_outputs, concurrency_limit=None, show_progress_on=[status],
-                  api_visibility="private")
         variant.change(render_results, [results_state, variant], [psnr_plot, ssim_plot, table], queue=False)
 
         runs_refresh.click(refresh_runs, None, [runs_table, run_pick])
         run_open.click(open_run, [run_pick, variant],
                        [players, psnr_plot, ssim_plot, table, results_state, downloads, status, tabs])
         run_open.click(follow_opened_run, [run_pick, variant], job_outputs, concurrency_limit=None,
-                       show_progress_on=[status], api_visibility="private")
+                       show_progress_on=[status], api_visibility="private", cancels=[reattached])
         runs_refresh.click(jobs_markdown, None, [jobs_md], queue=False)
         status_refresh.click(refresh_models, None, [models_table, status_table, mem_md])
         # the loaded-models panel follows the manager on its own (cheap: no model is touched)

@@ -84,7 +84,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     out = Path(args.out).expanduser()
     studio = Studio(StudioSettings(models=Path(args.models) if args.models else None, outputs=out / ".runs",
-                                   device=args.device, dtype=args.dtype))
+                                   device=args.device, dtype=args.dtype,
+                                   rates_file=out / ".runs" / "cache" / "rates.json"))  # time-left estimates
     for msg in studio.startup_messages():
         print("warning:", msg, file=sys.stderr)
     images = _images(args.image)
@@ -115,19 +116,26 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 measure_adherence=args.adherence,
                 seconds=args.seconds, output_fps=args.fps, overlap=args.overlap,  # long shots
             )
+            # The bar and the time left come from the job's timeline (measured rates), not from
+            # tqdm's own extrapolation of the bar.
             bar = tqdm(total=1000, desc=f"{image_path.name} {preset}", unit="‰", leave=True,
-                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
+                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}")
 
-            def progress(frac: float, msg: str) -> None:
-                bar.n = int(frac * 1000)
-                bar.set_postfix_str(msg[:40], refresh=False)
+            def on_progress(u) -> None:
+                from .eta import format_eta
+
+                bar.n = int(u.fraction * 1000)
+                left = format_eta(u.eta_s)
+                bar.set_postfix_str((f"{left} · " if left else "") + u.message[:70], refresh=False)
                 bar.refresh()
 
             run_id = None
             try:
                 events = {}
-                for ev in studio.run_job(request, progress):
+                for ev in studio.run_job(request, on_progress=on_progress):
                     run_id = ev.run_id
+                    if ev.kind == "started" and ev.eta_s is not None and ev.eta_s > 60:
+                        bar.write(f"{image_path.name} / {preset}: {ev.message.partition('; ')[2]}")
                     if ev.chain:
                         events[ev.chain] = ev
             except StudioError as exc:

@@ -31,6 +31,7 @@ from .clip import Clip
 from .errors import ConfigError, InputError, StudioError, Unavailable
 from . import longshot
 from .generators.base import GenerateRequest, Generator, SegmentOptions
+from .jobs import JobEvent, JobInfo, JobRegistry, ProgressUpdate  # JobEvent: re-exported
 from .params import ParamSpec, resolve_params
 from .postprocess import chains as chainlib
 from .postprocess.base import Stage
@@ -99,6 +100,8 @@ class StudioSettings:
     min_free_bytes: int = 256 * 1024**2
     # free_space_fn(path) -> free bytes, in place of shutil.disk_usage (tests simulate a full disk)
     free_space_fn: Callable[[Path], int] | None = None
+    # Where measured speeds (for time-left estimates) are kept across restarts; None: memory only.
+    rates_file: Path | None = None
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -180,25 +183,6 @@ class JobRequest:
     resume_run: str | None = None
 
 
-@dataclass
-class JobEvent:
-    """Something the job finished. kind: "started" | "generated" | "chain" | "done".
-
-    For "generated" and "chain": `chain` is the chain name ("none" for the raw generator output),
-    `video` its mp4, `metrics` its `core.metrics.measure` result. "done" carries the summary
-    table rows of every chain.
-    """
-
-    kind: str
-    run_id: str
-    chain: str | None = None
-    video: Path | None = None
-    frames_dir: Path | None = None
-    metrics: dict[str, Any] | None = None
-    table: list[dict[str, Any]] | None = None
-    message: str = ""
-
-
 @dataclass(frozen=True)
 class ModelInfo:
     """What the UI needs to list a model and show its controls."""
@@ -242,8 +226,9 @@ class Studio:
         self._device_lock = threading.RLock()  # one job on the device at a time (UI, API and CLI)
         self._generators: dict[str, Generator] = {}
         self._stages: dict[str, Stage] = {}
-        self._jobs: dict[str, threading.Event] = {}
-        self._jobs_lock = threading.Lock()
+        # Server-owned jobs (see core/jobs.py) and the cancel flags of jobs run inline (CLI, study).
+        self.jobs = JobRegistry()
+        self._rates = None  # core.eta.RateBook, created on first job
         self._captioner_cache = None
 
     # -- set-up ---------------------------------------------------------------------------
@@ -450,35 +435,74 @@ class Studio:
 
     # -- jobs -----------------------------------------------------------------------------
     def new_job_id(self) -> str:
-        job = uuid.uuid4().hex[:12]
-        with self._jobs_lock:
-            self._jobs[job] = threading.Event()
-        return job
+        return self.jobs.reserve()
 
-    def cancel(self, job_id: str) -> bool:
-        """Ask a running job to stop at its next step; True if the job was known."""
-        with self._jobs_lock:
-            ev = self._jobs.get(job_id)
-        if ev is None:
-            return False
-        ev.set()
-        return True
+    def cancel(self, job_id: str, user: str | None = None) -> bool:
+        """Ask a queued or running job to stop at its next step; True if it was still going.
+        With `user`, only that user's jobs (or jobs without an owner) are cancelled."""
+        return self.jobs.cancel(job_id, user=user)
+
+    # -- server-owned jobs (a closed page never cancels them) -----------------------------
+    def submit_job(self, request: JobRequest, user: str | None = None) -> str:
+        """Queue a walkthrough on the job worker and return its id at once. The job runs to
+        its end (or until `cancel`) whoever follows it; `follow` streams its events."""
+        name = request.image_name or "photo"
+        return self.jobs.submit(
+            lambda ctx: self.run_job(request, job_id=ctx.job_id, on_progress=ctx.report),
+            kind="walkthrough", title=f"{request.model} · {_basename(name)}", user=user)
+
+    def submit(self, body, *, kind: str, title: str = "", user: str | None = None) -> str:
+        """Queue any long job: `body(context)` yields JobEvents (see core.jobs.JobContext)."""
+        return self.jobs.submit(body, kind=kind, title=title, user=user)
+
+    def follow(self, job_id: str, since: int = 0, *, coalesce_progress: bool = False) -> Iterator[JobEvent]:
+        """A job's events from position `since`, as they happen, ending with done/failed/cancelled."""
+        return self.jobs.follow(job_id, since, coalesce_progress=coalesce_progress)
+
+    def active_jobs(self, user: str | None = None) -> list[JobInfo]:
+        """Queued and running jobs, newest first (only `user`'s when given)."""
+        return self.jobs.jobs(user=user)
+
+    def job_info(self, job_id: str) -> JobInfo:
+        return self.jobs.info(job_id)
+
+    def wait_job(self, job_id: str, timeout: float | None = None) -> JobInfo:
+        """Block until the job ends; its final info."""
+        return self.jobs.wait(job_id, timeout)
+
+    @property
+    def rates(self):
+        """Measured seconds per unit of work on this machine (ETAs), in settings.rates_file if set."""
+        if self._rates is None:
+            from .eta import RateBook
+
+            self._rates = RateBook(self.settings.rates_file)
+        return self._rates
 
     def run_job(self, request: JobRequest, progress: ProgressFn | None = None,
-                job_id: str | None = None) -> Iterator[JobEvent]:
+                job_id: str | None = None,
+                on_progress: Callable[[ProgressUpdate], None] | None = None) -> Iterator[JobEvent]:
         """Generate and post-process one walkthrough, yielding an event after each product.
 
-        Progress: generation takes the first half (or all of it for a job without chains),
-        post-processing the rest. The job stops between steps when `cancel(job_id)` is called.
+        Progress comes from a timeline of the job's steps (core.eta): `progress(fraction,
+        message)` and `on_progress(ProgressUpdate)` (with stage and ETA from measured rates) are
+        both called. The job stops between steps when `cancel(job_id)` is called. Iterating it
+        directly ties the job to the caller; `submit_job` runs it on the server's worker instead.
         """
         from . import metrics as metriclib
         from .postprocess.interpolate import generator_rate_block
         from .runs import Run
 
         job_id = job_id or self.new_job_id()
-        with self._jobs_lock:
-            cancel_event = self._jobs.setdefault(job_id, threading.Event())
-        prog = Progress(progress, cancel_event)
+        cancel_event = self.jobs.cancel_event(job_id)
+
+        def emit(u: ProgressUpdate) -> None:
+            if progress is not None:
+                from .eta import with_eta
+
+                progress(u.fraction, with_eta(u.message, u.eta_s))
+            if on_progress is not None:
+                on_progress(u)
         try:
             generator = self.generator(request.model)
             self._require_available(request.model)
@@ -514,12 +538,17 @@ class Studio:
                                  "device": self.device, "dtype": self.dtype_name,
                              },
                              seeds={"generator": seed})
+            timeline, steps_for = self._timeline(request.model, generator, params, path, chain_texts, roles, stages, stage_params,
+                                                 request.measure_adherence, emit, cancel_event)
         except StudioError:
             self._forget(job_id)
             raise
         try:
             with run:
-                yield JobEvent("started", run.id, message=f"run {run.id}")
+                total = timeline.total_estimate()
+                yield JobEvent("started", run.id, message=f"run {run.id}" + (
+                    f"; this job should take about {_duration(total)} here" if total is not None else ""),
+                               eta_s=total)
                 if not request.resume_run:  # a resumed run keeps its input file as uploaded
                     run.save_input_image(request.image_bytes if request.image_bytes else image,
                                          original_name=_basename(request.image_name))
@@ -531,8 +560,7 @@ class Studio:
                               weights=self._weight_hashes(entry))
 
                 has_post = any(c != "none" for c in chain_texts)
-                gen_end = 0.45 if has_post else 0.85
-                gen_prog = prog.sub(0.0, gen_end if request.measure_adherence else gen_end + 0.05)
+                gen_prog = timeline.step(steps_for["generate"])
                 t0 = time.perf_counter()
                 with self._device_lock:
                     gen_prog(0.0, f"{entry.label}: starting")
@@ -542,6 +570,7 @@ class Studio:
                             num_frames=length.num_frames if length else None,
                             segments=SegmentOptions(request.overlap), run_dir=run.dir if length else None), gen_prog),
                         task=f"generating with {entry.label}")
+                timeline.finish(steps_for["generate"])
                 run.add_timing("generate", time.perf_counter() - t0)
                 run.update(generator_info=_jsonable(result.info))
                 clip = result.clip
@@ -551,21 +580,36 @@ class Studio:
                 clip = longshot.to_output_fps(clip, length)  # AI long shots: native frames -> output fps
                 if clip.num_frames != result.clip.num_frames:
                     run.write_json("camera", path.resampled(clip.num_frames).to_dict())
+                timeline.resize(clip.width, clip.height, clip.num_frames)
                 reference = _reference_image(image, result.info, clip)
                 native = (clip.width, clip.height)
                 measures: dict[str, dict[str, Any]] = {}
 
                 adherence = None
                 if request.measure_adherence:
-                    adherence = self._adherence(run, clip, path, prog.sub(gen_end, gen_end + 0.05))
+                    adherence = self._adherence(run, clip, path, timeline.step(steps_for["adherence"]))
 
                 def record(name: str, out: Clip, stages_info: list[dict[str, Any]]) -> JobEvent:
+                    write_step = steps_for["write " + name]
+                    wp = timeline.step(write_step)  # checks the cancel flag at every report
+                    wp(0.0, f"{name}: writing the video")
+                    t_write = time.perf_counter()
                     run.add_chain(name, stages=stages_info)
-                    video = run.write_chain_video(name, out)
-                    frames_dir = run.write_chain_video(name, out, "png") if request.save_frames else None
-                    if request.save_gif:
-                        run.write_chain_video(name, out, "gif")
-                    m = metriclib.measure(out, reference_image=reference, common_size=native, study=True)
+                    # x264's "veryfast" encodes a 2048x1280 clip ~3x faster than "medium" at the same crf
+                    fast = {"preset": "veryfast"} if out.width * out.height > 1_000_000 else {}
+                    # Metrics (mostly single-threaded NumPy) run beside the encoders (ffmpeg, zlib):
+                    # on 2 cores the two overlap instead of taking turns.
+                    measuring = _Background(lambda: metriclib.measure(out, reference_image=reference,
+                                                                      common_size=native, study=True))
+                    try:
+                        video = run.write_chain_video(name, out, progress=Progress(
+                            lambda f, m: wp(0.6 * f, f"{name}: {m}"), cancel_event), **fast)
+                        frames_dir = run.write_chain_video(name, out, "png") if request.save_frames else None
+                        if request.save_gif:
+                            run.write_chain_video(name, out, "gif")
+                        wp(0.6, f"{name}: measuring temporal consistency")
+                    finally:
+                        m = measuring.result()
                     # temporal metrics at the generator's frame rate too (interpolation changes it)
                     m["generator_rate"] = generator_rate_block(out, clip.fps, clip.num_frames, m, metriclib.measure,
                                                                common_size=native, study=True)
@@ -574,13 +618,15 @@ class Studio:
                     run.add_chain(name, metrics=m)
                     measures[name] = m
                     run.update(metrics={name: m})
+                    run.add_timing(f"write {name}", time.perf_counter() - t_write)
+                    timeline.finish(write_step)
                     return JobEvent("chain" if name != "none" else "generated", run.id, name, video, frames_dir, m)
 
                 if "none" in chain_texts or not has_post:
                     yield record("none", clip, [])
                 post = [c for c in chain_texts if c != "none"]
                 if post:
-                    post_prog = prog.sub(0.5, 0.97)
+                    post_prog = timeline.step(steps_for["post"])
                     pending: list[JobEvent] = []
                     t1 = time.perf_counter()
 
@@ -589,7 +635,7 @@ class Studio:
 
                     # Chains run inside the device lock; their events are yielded as each finishes.
                     for ev in self._run_chains_iter(clip, post, roles, stage_params, stages, post_prog, on_result,
-                                                    pending):
+                                                    pending, lambda k, prefix: timeline.step(steps_for[prefix])):
                         yield ev
                     run.add_timing("post_process", time.perf_counter() - t1)
                 table = metriclib.summary_table(measures)
@@ -599,7 +645,8 @@ class Studio:
                                            "table_generator_rate": metriclib.summary_table(
                                                {k: m["generator_rate"] for k, m in measures.items()},
                                                variant="common")})
-                prog(1.0, "done")
+                timeline.finish(len(timeline.steps) - 1)
+                emit(ProgressUpdate(1.0, "done", None, 0.0))
                 run.finish()
                 yield JobEvent("done", run.id, table=table, message="done")
         finally:
@@ -637,7 +684,8 @@ class Studio:
         keys = ("available", "estimator", "RotErr", "RotErr_deg", "TransErr", "CamMC", "reason")
         return {k: full[k] for k in keys if k in full}
 
-    def _run_chains_iter(self, clip, post, roles, stage_params, stages, prog, on_result, pending):
+    def _run_chains_iter(self, clip, post, roles, stage_params, stages, prog, on_result, pending,
+                         stage_progress=None):
         """Run the chains in a worker thread so each finished chain can be yielded at once."""
         done = threading.Event()
         error: list[BaseException] = []
@@ -646,7 +694,8 @@ class Studio:
             try:
                 with self._device_lock:
                     self._with_oom(lambda: chainlib.run_chains(
-                        clip, post, stage_params, prog, roles=roles, stages_by_name=stages, on_result=on_result),
+                        clip, post, stage_params, prog, roles=roles, stages_by_name=stages, on_result=on_result,
+                        stage_progress=stage_progress),
                         task="post-processing")
             except BaseException as exc:  # re-raised in the caller's thread
                 error.append(exc)
@@ -717,8 +766,64 @@ class Studio:
         return out
 
     def _forget(self, job_id: str) -> None:
-        with self._jobs_lock:
-            self._jobs.pop(job_id, None)
+        self.jobs.release(job_id)
+
+    def _timeline(self, model: str, generator: Generator, params: Mapping[str, Any], path: cam.CameraPath,
+                  chain_texts: Sequence[str], roles: Mapping[str, str], stages: Mapping[str, Stage],
+                  stage_params: Mapping[str, Mapping[str, Any]], adherence: bool,
+                  emit: Callable[[ProgressUpdate], None], cancel_event: threading.Event):
+        """The job's steps in run order, sized from the generator's declared output (resized to
+        the real clip after generation), and a map from step names to their index: "generate",
+        "adherence", "post" (chain set-up), a stage run's prefix tuple, "write <chain>"."""
+        from .eta import Step, Timeline, megapixel_frames
+
+        post = [c for c in chain_texts if c != "none"]
+        plans = chainlib.plan_chains(post, roles, stages_by_name=stages) if post else []
+        resolved = {n: resolve_params(st.param_specs(), stage_params.get(n)) for n, st in stages.items()}
+        index: dict[Any, int] = {}
+        steps: list[Step] = []
+
+        def add(name: Any, step: Step) -> None:
+            index[name] = len(steps)
+            steps.append(step)
+
+        add("generate", Step(f"generate:{model}", "generate", 1.0))
+        if adherence:
+            add("adherence", Step("adherence", "camera adherence"))
+        if "none" in chain_texts or not post:
+            add("write none", Step("write", "none: writing"))
+        if post:
+            add("post", Step("setup", "post-processing", 0.0))
+        for k, plan in enumerate(plans):
+            for prefix in plan.runs:
+                add(prefix, Step(f"stage:{prefix[-1]}", f"chain {k + 1} of {len(plans)} ({plan.names[0]}): {prefix[-1]}"))
+            for name in plan.names:
+                add("write " + name, Step("write", f"{name}: writing"))
+
+        def resize(width: int, height: int, frames: int) -> None:
+            sizes: dict[tuple[str, ...], tuple[int, int]] = {(): (width, height)}
+            for plan in plans:
+                for i in range(len(plan.stages)):
+                    pre = plan.stages[: i + 1]
+                    if pre not in sizes:
+                        sizes[pre] = stages[pre[-1]].output_size(*sizes[pre[:-1]], resolved[pre[-1]])
+                    if pre in index:
+                        a, b = sizes[pre[:-1]], sizes[pre]
+                        steps[index[pre]].units = megapixel_frames(max(a[0] * a[1], b[0] * b[1]), 1, frames)
+                for name in plan.names:
+                    steps[index["write " + name]].units = megapixel_frames(*sizes[plan.stages], frames)
+            if "write none" in index:
+                steps[index["write none"]].units = megapixel_frames(width, height, frames)
+            if "adherence" in index:
+                steps[index["adherence"]].units = megapixel_frames(width, height, frames)
+
+        w = int(params.get("width") or generator.width or 512)
+        h = int(params.get("height") or generator.height or 320)
+        n = int(params.get("num_frames") or path.num_frames or generator.num_frames or 16)
+        resize(w, h, n)
+        timeline = Timeline(steps, self.rates, emit, cancel_event)
+        timeline.resize = resize  # type: ignore[attr-defined]  # sizes are known after generation
+        return timeline, index
 
     # -- long shots: resume a partial run ------------------------------------------------
     def resume(self, run_id: str, progress: ProgressFn | None = None,
@@ -858,6 +963,34 @@ def _check_seed(seed: Any) -> int:
     if not 0 <= s < 2**32:
         raise InputError(f"Seed must be between 0 and {2**32 - 1}, got {s}.")
     return s
+
+
+class _Background:
+    """fn() started in a daemon thread at once; `result()` joins it and returns (or raises) its
+    outcome. A failure elsewhere still joins it (no thread outlives its job's files)."""
+
+    def __init__(self, fn: Callable[[], Any]):
+        self._out: list[Any] = []
+        self._err: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                self._out.append(fn())
+            except BaseException as exc:  # re-raised by result()
+                self._err.append(exc)
+
+        self._t = threading.Thread(target=run, name="studio-measure", daemon=True)
+        self._t.start()
+
+    def result(self) -> Any:
+        self._t.join()
+        if self._err:
+            raise self._err[0]
+        return self._out[0]
+
+
+def _duration(seconds: float) -> str:
+    return f"{max(1, round(seconds))} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 def _basename(name: str | None) -> str | None:

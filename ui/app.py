@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import anyio
 import gradio as gr
 import numpy as np
 from gradio.data_classes import FileData
@@ -24,6 +25,7 @@ from PIL import Image, ImageDraw
 from core import camera as cam
 from core import metrics as metriclib
 from core.errors import StudioError
+from core.eta import with_eta
 from core.params import ParamSpec
 from core.postprocess.chains import STANDARD_CHAINS
 from core.service import CameraSpec, JobRequest, Studio
@@ -107,6 +109,11 @@ def spec_component(spec: ParamSpec, visible: bool = True):
 def safe_stem(text: str, default: str = "path") -> str:
     """A file-name stem made of letters, digits, '-' and '_' only (user text never becomes a path)."""
     return re.sub(r"[^A-Za-z0-9_-]+", "-", str(text)).strip("-")[:60] or default
+
+
+def _user(request: gr.Request | None) -> str | None:
+    """The logged-in user name (None without --auth): jobs are listed and re-attached per user."""
+    return getattr(request, "username", None) or None
 
 
 def _error(exc: BaseException) -> gr.Error:
@@ -325,6 +332,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                 resume_msg = gr.Markdown(elem_id="resume-status")
                 runs_table = gr.Dataframe(headers=["run", "created", "status", "model", "chains", "error"],
                                           interactive=False, wrap=True)
+                jobs_md = gr.Markdown(elem_id="jobs")
 
             # ------------------------------------------------------------------ Study
             with gr.Tab("Study", id="study"):
@@ -478,11 +486,8 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             except BaseException as exc:
                 raise _error(exc)
 
-        def new_job():
-            return studio.new_job_id()
-
-        def cancel_job(job):
-            if job and studio.cancel(job):
+        def cancel_job(job, request: gr.Request):
+            if job and studio.cancel(job, user=_user(request)):
                 return "Cancelling after the current step…"
             return "Nothing is running."
 
@@ -508,11 +513,54 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                   for k, v in state.get("chains", {}).items()]
             return players_html(ps, note)
 
-        def run_generate(data, progress=gr.Progress()):
-            job = data[job_state] or studio.new_job_id()
+        # -- server-owned jobs: Generate submits, every page (and a reload) follows ---------
+        def follow_job(job_id, var, progress, since=0):
+            """UI updates while following server job `job_id`: players, plots and table fill in as
+            chains finish; the one progress bar (on the status line) shows stage, frame and ETA.
+            Leaving the page stops only this follower, never the job."""
+            state = {"run": None, "chains": {}}
+            files: list[str] = []
+            expected = 0
+            info = studio.job_info(job_id)
+            if info.status == "queued":
+                yield {status: f"Queued: {info.queue_position} job(s) ahead of this one…", job_state: job_id}
+            for ev in studio.follow(job_id, since, coalesce_progress=True):
+                if ev.kind == "progress":
+                    progress(ev.fraction or 0.0, desc=with_eta(ev.message, ev.eta_s))
+                    continue
+                if ev.kind == "started":
+                    state["run"] = ev.run_id
+                    try:
+                        expected = len(studio.open_run(ev.run_id).data.get("params", {}).get("chains") or [])
+                    except StudioError:
+                        expected = 0
+                    yield {status: f"Run `{ev.run_id}` started ({ev.message.partition('; ')[2] or 'running'})…",
+                           results_state: state, job_state: job_id, players: players_html([], "Generating…")}
+                elif ev.kind in ("generated", "chain"):
+                    m = ev.metrics or {}
+                    w, h = m.get("size", [0, 0])
+                    state["chains"][ev.chain] = {"video": str(ev.video), "metrics": m, "width": w,
+                                                 "height": h, "fps": m.get("fps") or 10.0}
+                    state.setdefault("seams", ui_longshot.run_seams(studio, ev.run_id))
+                    files.append(str(ev.video))
+                    psnr_fig, ssim_fig, md = render_results(state, var)
+                    yield {players: render_players(state), psnr_plot: psnr_fig, ssim_plot: ssim_fig,
+                           table: md, results_state: state, downloads: list(files),
+                           status: f"Run `{state['run']}`: {len(state['chains'])} of {expected or '?'} chain(s) ready…"}
+                elif ev.kind == "done":
+                    run = studio.open_run(ev.run_id)
+                    extra = [str(run.path("metrics")), str(run.dir / "run.json"), str(run.path("camera"))]
+                    yield {downloads: files + [f for f in extra if Path(f).exists()],
+                           status: f"✅ Run `{ev.run_id}` complete: {len(state['chains'])} chain(s).",
+                           results_state: state}
+                elif ev.kind in ("failed", "cancelled"):
+                    kept = f" {len(state['chains'])} finished chain(s) were kept in run `{state['run']}`." \
+                        if state["chains"] else ""
+                    yield {status: f"❌ {ev.error or ev.message}{kept}"}
+
+        def run_generate(data, request: gr.Request, progress=gr.Progress()):
             name = data[model]
             image = data[photo_state]
-            state = {"run": None, "chains": {}}
             if image is None:
                 raise gr.Error("Upload a photo first (or pick an example room).")
             try:
@@ -525,49 +573,55 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                 picked += [c.strip() for c in (data[custom_chain] or "").split(",") if c.strip()]
                 if not picked:
                     raise StudioError("Tick at least one chain to compare (for example 'none').")
-                request = JobRequest(
+                job_request = JobRequest(
                     image=image, camera=spec, model=name, prompt=data[prompt] or "",
                     seed=int(data[seed] or 0), params=params, measure_adherence=bool(data[adherence_box]),
                     chains=tuple(picked), roles={"denoise": data[denoiser], "upscale": data[upscaler],
                                                    "interpolate": data[interpolator]},
                     stage_params=stage_params, **ui_longshot.length_fields(data[length_s], data[out_fps]),
                 )
+                job = studio.submit_job(job_request, user=_user(request))
             except BaseException as exc:
                 raise _error(exc)
-            files: list[str] = []
-            try:
-                for ev in studio.run_job(request, lambda f, m: progress(f, desc=m), job_id=job):
-                    if ev.kind == "started":
-                        state["run"] = ev.run_id
-                        yield {status: f"Run `{ev.run_id}` started…", results_state: state,
-                               players: players_html([], "Generating…")}
-                        continue
-                    if ev.kind in ("generated", "chain"):
-                        m = ev.metrics or {}
-                        w, h = m.get("size", [0, 0])
-                        state["chains"][ev.chain] = {"video": str(ev.video), "metrics": m, "width": w,
-                                                     "height": h, "fps": m.get("fps") or 10.0}
-                        state.setdefault("seams", ui_longshot.run_seams(studio, ev.run_id))
-                        files.append(str(ev.video))
-                        done = len(state["chains"])
-                        psnr_fig, ssim_fig, md = render_results(state, data[variant])
-                        yield {players: render_players(state), psnr_plot: psnr_fig, ssim_plot: ssim_fig,
-                               table: md, results_state: state, downloads: list(files),
-                               status: f"Run `{state['run']}`: {done} of {len(set(picked))} chain(s) ready…"}
-                    elif ev.kind == "done":
-                        run = studio.open_run(ev.run_id)
-                        extra = [str(run.path("metrics")), str(run.dir / "run.json"), str(run.path("camera"))]
-                        yield {downloads: files + [f for f in extra if Path(f).exists()],
-                               status: f"✅ Run `{ev.run_id}` complete: {len(state['chains'])} chain(s).",
-                               results_state: state}
-            except BaseException as exc:
-                kept = f" {len(state['chains'])} finished chain(s) were kept in run `{state['run']}`." \
-                    if state["chains"] else ""
-                if isinstance(exc, StudioError):
-                    gr.Warning(str(exc) + kept)
-                    yield {status: f"❌ {exc}{kept}"}
-                    return
-                raise _error(exc)
+            yield {job_state: job, status: "Submitted…", players: players_html([], "Generating…")}
+            yield from follow_job(job, data[variant], progress)
+
+        def newest_job(user):
+            jobs = studio.active_jobs(user=user)
+            running = [j for j in jobs if j.status == "running"]
+            return (running or jobs or [None])[0]
+
+        def reattach(var, request: gr.Request, progress=gr.Progress()):
+            """On page load: follow the newest running job (the user's own when logging in is on)."""
+            job = newest_job(_user(request))
+            if job is None:
+                yield {job_state: ""}
+                return
+            yield {job_state: job.id, status: f"Re-attached to job `{job.id}` ({job.status})…"}
+            yield from follow_job(job.id, var, progress)
+
+        def follow_opened_run(run_id, var, request: gr.Request, progress=gr.Progress()):
+            """Runs tab → Show: a run still being written is followed live (its job on this server)."""
+            job = studio.jobs.find_run(run_id) if run_id else None
+            if job is None or not studio.job_info(job).active:
+                yield {}
+                return
+            info = studio.job_info(job)
+            if info.user is not None and _user(request) not in (None, info.user):
+                yield {}
+                return
+            yield from follow_job(job, var, progress)
+
+        def jobs_markdown(request: gr.Request):
+            jobs = studio.active_jobs(user=_user(request))
+            if not jobs:
+                return "No job is running."
+            lines = ["| job | run | what | status | progress | time left |", "|---|---|---|---|---|---|"]
+            for j in jobs:
+                eta = "" if j.eta_s is None else (f"{j.eta_s:.0f} s" if j.eta_s < 90 else f"{j.eta_s / 60:.0f} min")
+                lines.append(f"| `{j.id}` | `{j.run_id or '…'}` | {j.title} | {j.status} | "
+                             f"{100 * j.fraction:.0f}% {j.message[:60]} | {eta} |")
+            return "Running jobs (Show re-attaches to one):\n\n" + "\n".join(lines)
 
         def refresh_runs():
             runs = studio.list_runs(100)
@@ -576,7 +630,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                 d = r.data or {}
                 rows.append([r.id, r.created or "", r.status, (d.get("params") or {}).get("model", ""),
                              ", ".join(r.chains), r.error or ""])
-            return rows, gr.update(choices=[r.id for r in runs if r.status in ("complete", "failed",
+            return rows, gr.update(choices=[r.id for r in runs if r.status in ("complete", "failed", "running",
                                                                                  "cancelled", "interrupted",
                                                                                  "partial")])
 
@@ -655,14 +709,19 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
         caption_btn.click(do_caption, [photo_state, caption_prompt], [prompt], concurrency_id=GPU,
                           concurrency_limit=1, api_name="caption")
 
-        gen_inputs = {job_state, model, photo_state, prompt, adherence_box, seed, chains, custom_chain, denoiser,
+        gen_inputs = {model, photo_state, prompt, adherence_box, seed, chains, custom_chain, denoiser,
                       upscaler, interpolator, variant, *cam_inputs, length_s, out_fps,
                       *(c for _, _, c in param_controls),
                       *(c for _, _, c in stage_controls)}
-        generate_btn.click(new_job, None, [job_state], queue=False) \
-            .then(run_generate, gen_inputs,
-                  [players, psnr_plot, ssim_plot, table, results_state, downloads, status],
-                  concurrency_id=GPU, concurrency_limit=1, api_name="generate")
+        # The job runs on the server's job worker (one at a time on the device); these events only
+        # follow it, so any number may run at once and none holds the device queue.
+        job_outputs = [players, psnr_plot, ssim_plot, table, results_state, downloads, status, job_state]
+        # One follower per page at a time: Generate and Show stop following an earlier job (the
+        # job itself goes on).
+        reattached = demo.load(reattach, [variant], job_outputs, concurrency_limit=None, show_progress_on=[status],
+                               api_visibility="private")
+        generate_btn.click(run_generate, gen_inputs, job_outputs, concurrency_limit=None, api_name="generate",
+                           show_progress_on=[status], cancels=[reattached])
         cancel_btn.click(cancel_job, [job_state], [status], queue=False)
         variant.change(render_results, [results_state, variant], [psnr_plot, ssim_plot, table], queue=False)
 
@@ -676,15 +735,19 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             .then(refresh_runs, None, [runs_table, run_pick])
         run_open.click(open_run, [run_pick, variant],
                        [players, psnr_plot, ssim_plot, table, results_state, downloads, status, tabs])
+        run_open.click(follow_opened_run, [run_pick, variant], job_outputs, concurrency_limit=None,
+                       show_progress_on=[status], api_visibility="private", cancels=[reattached])
+        runs_refresh.click(jobs_markdown, None, [jobs_md], queue=False)
         status_refresh.click(refresh_models, None, [models_table, status_table, mem_md])
         # the loaded-models panel follows the manager on its own (cheap: no model is touched)
         gr.Timer(10).tick(loaded_models, None, [status_table, mem_md], queue=False, show_progress="hidden")
         dl_btn.click(download, [dl_pick], [dl_log], concurrency_id="download", concurrency_limit=1)
-        def walkthrough(photo: FileData, model: str = "kenburns", preset: str = "push-in",
-                        chains: list[str] = ["none"], seed: int = 0, prompt: str = "",
-                        params: dict = {}, amount: float = -1.0, distance: float = -1.0) -> dict:
+        async def walkthrough(photo: FileData, model: str = "kenburns", preset: str = "push-in",
+                              chains: list[str] = ["none"], seed: int = 0, prompt: str = "",
+                              params: dict = {}, amount: float = -1.0, distance: float = -1.0) -> dict:
             """Programmatic walkthrough (gradio_client): photo -> run folder; returns the run id,
-            each chain's mp4 path on the server and its mean temporal PSNR/SSIM."""
+            each chain's mp4 path on the server and its mean temporal PSNR/SSIM. The call owns its
+            server job: cancelling the call (or disconnecting) cancels the job."""
             try:
                 path = uploaded_file(photo, "photo")
                 image = studio.load_image(path)
@@ -693,19 +756,27 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                     camera=CameraSpec(preset=preset, amount=None if amount < 0 else amount,
                                       distance=None if distance < 0 else distance),
                     prompt=prompt, seed=seed, params=dict(params or {}), chains=tuple(chains))
-                out: dict[str, Any] = {"run_id": None, "seed": seed, "chains": {}}
-                for ev in studio.run_job(request):
-                    out["run_id"] = ev.run_id
-                    if ev.chain:
-                        native = ev.metrics["native"]
-                        out["chains"][ev.chain] = {"video": str(ev.video), "size": ev.metrics["size"],
-                                                   "tpsnr": native["tpsnr"]["mean"], "tssim": native["tssim"]["mean"]}
-                return out
+                job = studio.submit_job(request)
             except BaseException as exc:
                 raise _error(exc)
+            try:
+                info = await anyio.to_thread.run_sync(studio.wait_job, job, abandon_on_cancel=True)
+            except BaseException:  # the caller cancelled or went away: the job is this call's
+                studio.cancel(job)
+                raise
+            out: dict[str, Any] = {"run_id": info.run_id, "seed": seed, "chains": {}}
+            for ev in studio.jobs.events(job):
+                if ev.kind in ("generated", "chain"):
+                    native = ev.metrics["native"]
+                    out["chains"][ev.chain] = {"video": str(ev.video), "size": ev.metrics["size"],
+                                               "tpsnr": native["tpsnr"]["mean"], "tssim": native["tssim"]["mean"]}
+            if info.status != "complete":
+                raise _error(StudioError(info.error or f"The job ended {info.status}."))
+            return out
 
-        gr.api(walkthrough, api_name="walkthrough", concurrency_id=GPU, concurrency_limit=1)
+        gr.api(walkthrough, api_name="walkthrough", concurrency_limit=None)
 
+        demo.load(jobs_markdown, None, [jobs_md], queue=False)
         demo.load(refresh_runs, None, [runs_table, run_pick]) \
             .then(refresh_models, None, [models_table, status_table, mem_md]) \
             .then(model_changed, [model, photo_state, waypoints_state],

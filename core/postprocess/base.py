@@ -25,6 +25,11 @@ class Stage(ABC):
     def param_specs(self) -> Sequence[ParamSpec]:
         return ()
 
+    def output_size(self, width: int, height: int, params: Mapping[str, Any]) -> tuple[int, int]:
+        """(width, height) of the clip `process` returns for a width x height input (for time
+        estimates before the stage runs); same size unless the stage rescales."""
+        return width, height
+
     @abstractmethod
     def process(self, clip: Clip, params: Mapping[str, Any], progress: Progress) -> Clip:
         """Return the processed clip. `params` are resolved against `param_specs()`."""

@@ -179,6 +179,60 @@ def _run_stage(stage: Stage, clip: Clip, params: dict[str, Any], progress: Progr
     return out, record
 
 
+def _prefixed(progress: Progress, head: str) -> Progress:
+    """The same sink (and cancel flag) with `head` in front of every message."""
+    return Progress(lambda f, m: progress(f, head + m), progress._cancel)
+
+
+@dataclass(frozen=True)
+class ChainPlan:
+    """One distinct chain in the order `run_chains` computes it: the chain names that resolve to
+    `stages`, and the prefixes of `stages` computed for it (the others were computed for an
+    earlier chain and are reused)."""
+
+    names: tuple[str, ...]
+    stages: tuple[str, ...]
+    runs: tuple[tuple[str, ...], ...]
+
+
+def plan_chains(
+    chains: Sequence[str | Sequence[str]],
+    roles: Mapping[str, str] | None = None,
+    *,
+    stages_by_name: Mapping[str, Stage] | None = None,
+) -> list[ChainPlan]:
+    """What `run_chains` will compute, in order (for time estimates before anything runs)."""
+    named = _named(chains, roles, stages_by_name)
+    plans: list[ChainPlan] = []
+    seen: set[tuple[str, ...]] = set()
+    for _, t in named:
+        if any(p.stages == t for p in plans):
+            continue
+        runs = tuple(t[: i + 1] for i in range(len(t)) if t[: i + 1] not in seen)
+        seen.update(runs)
+        plans.append(ChainPlan(tuple(n for n, u in named if u == t), t, runs))
+    return plans
+
+
+def _named(chains, roles, stages_by_name) -> list[tuple[str, tuple[str, ...]]]:
+    named: list[tuple[str, tuple[str, ...]]] = []
+    for c in chains:
+        if isinstance(c, str):
+            t = parse_chain(c, roles, extra=tuple(stages_by_name or ()))
+            name = "+".join(w.strip().lower() for w in c.split("+")) or "none"
+        else:
+            t = tuple(c)
+            name = chain_label(t)
+        for stage_name in t:
+            if stage_name not in STAGES and stage_name not in (stages_by_name or {}):
+                raise InputError(
+                    f"Unknown post-processing stage {stage_name!r}; available: {', '.join(sorted(STAGES))}."
+                )
+        if name not in dict(named):
+            named.append((name, t))
+    return named
+
+
 def run_chain(
     clip: Clip,
     stages: Sequence[str],
@@ -206,6 +260,7 @@ def run_chains(
     roles: Mapping[str, str] | None = None,
     stages_by_name: Mapping[str, Stage] | None = None,
     on_result: Callable[[ChainResult], None] | None = None,
+    stage_progress: Callable[[int, tuple[str, ...]], Progress] | None = None,
 ) -> dict[str, ChainResult]:
     """Run several chains on one clip, computing each shared prefix once.
 
@@ -214,23 +269,12 @@ def run_chains(
     resolve to the same stages are computed once. on_result is called as soon as each
     chain's result exists, so a caller can write and record it before later chains run (nothing
     already produced is lost if a later stage fails). Progress is split evenly over the distinct
-    stage runs; each stage reports per frame and may raise Cancelled between frames.
+    stage runs unless `stage_progress(k, prefix)` gives the sink of each stage run (k: the 0-based
+    index of the chain in `plan_chains` order, prefix: the stages up to and including this one);
+    each stage reports per frame, its messages prefixed "chain k of m (name): ", and may raise
+    Cancelled between frames.
     """
-    named: list[tuple[str, tuple[str, ...]]] = []
-    for c in chains:
-        if isinstance(c, str):
-            t = parse_chain(c, roles, extra=tuple(stages_by_name or ()))
-            name = "+".join(w.strip().lower() for w in c.split("+")) or "none"
-        else:
-            t = tuple(c)
-            name = chain_label(t)
-        for stage_name in t:
-            if stage_name not in STAGES and stage_name not in (stages_by_name or {}):
-                raise InputError(
-                    f"Unknown post-processing stage {stage_name!r}; available: {', '.join(sorted(STAGES))}."
-                )
-        if name not in dict(named):
-            named.append((name, t))
+    named = _named(chains, roles, stages_by_name)
     parsed: list[tuple[str, ...]] = []
     for _, t in named:
         if t not in parsed:
@@ -258,10 +302,16 @@ def run_chains(
                 current, rec = cache[prefix]
                 records.append(StageRecord(**{**asdict(rec), "reused": True}))
                 continue
-            prog(done / total, f"{first_name[chain]}: {stage_name} ({done + 1}/{total})")
+            # -- per-stage sinks and "chain k of m" messages (honest progress) --
+            head = f"chain {k + 1} of {len(parsed)} ({first_name[chain]}): "
+            if stage_progress is None:
+                prog(done / total, f"{head}{stage_name}")
+                sub = prog.sub(done / total, (done + 1) / total)
+            else:
+                sub = stage_progress(k, prefix)
+                sub(0.0, f"{head}{stage_name}")
             stage = provider.get(stage_name)
-            sub = prog.sub(done / total, (done + 1) / total)
-            current, rec = _run_stage(stage, current, params[stage_name], sub)
+            current, rec = _run_stage(stage, current, params[stage_name], _prefixed(sub, head))
             done += 1
             cache[prefix] = (current, rec)
             records.append(rec)

@@ -100,6 +100,10 @@ class UpscaleAVideoStage(Stage):
         resident: `load_model()` returns it (see the module-level `load_model`)."""
         return cls(entry=entry.name, load_model=load_model)
 
+    def output_size(self, width: int, height: int, params: Mapping[str, Any]) -> tuple[int, int]:
+        # inputs of 1280 px or more are downscaled by 4 first (see the module docstring)
+        return (width, height) if max(width, height) >= 1280 else (width * 4, height * 4)
+
     # -- parameters --------------------------------------------------------------------------
     def param_specs(self) -> Sequence[ParamSpec]:
         return (

@@ -663,8 +663,7 @@ class Studio:
         from .tour import iter_tour
 
         job_id = job_id or self.new_job_id()
-        with self._jobs_lock:
-            cancel_event = self._jobs.setdefault(job_id, threading.Event())
+        cancel_event = self.jobs.cancel_event(job_id)
         try:
             yield from iter_tour(self, tour, Progress(progress, cancel_event), resume=resume)
         finally:

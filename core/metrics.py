@@ -68,15 +68,20 @@ K2 = 0.03
 STUDY_WINDOW = 7
 
 DEFINITIONS: dict[str, str] = {
-    "tpsnr": "temporal PSNR: consecutive frames, RGB uint8, peak 255, capped at 100 dB",
-    "tssim": "temporal SSIM: consecutive frames, RGB mean, Gaussian 11/1.5, K 0.01/0.03, range 255",
-    "tmse": "temporal MSE: consecutive frames, RGB, 0-255 scale",
+    "tpsnr": "temporal PSNR (includes camera motion): consecutive frames, RGB uint8, peak 255, capped at 100 dB",
+    "tssim": "temporal SSIM (includes camera motion): consecutive frames, RGB mean, Gaussian 11/1.5, "
+             "K 0.01/0.03, range 255",
+    "tmse": "temporal MSE (includes camera motion): consecutive frames, RGB, 0-255 scale",
     "sharpness": "variance of the 3x3 Laplacian of the grey frame (0-255 scale)",
     "brightness": "mean of the grey frame (BT.601, 0-255)",
     "fidelity": "frame 0 vs the input photo resized to the frame size: PSNR (capped) and SSIM as above",
     "common": "temporal metrics after INTER_AREA resize of every frame to the common size",
     "study": "UvA study: tPSNR RGB peak 255; tSSIM grey, 7x7 uniform, sample cov., range of 1st frame",
 }
+# the motion-compensated and no-reference measures (core.consistency; no heavy imports there)
+from .consistency import DEFINITIONS as _CONSISTENCY_DEFINITIONS  # noqa: E402
+
+DEFINITIONS.update(_CONSISTENCY_DEFINITIONS)
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -356,10 +361,10 @@ def fidelity(frame: np.ndarray, reference_image: np.ndarray) -> dict[str, float]
     return {"psnr": psnr, "ssim": ssim}
 
 
-def _temporal_block(frames: np.ndarray) -> dict[str, Any]:
+def _temporal_block(frames: np.ndarray, flow: str | None = "dis", nr_model: str | None = None) -> dict[str, Any]:
     h, w = frames.shape[1:3]
     mse = temporal_mse(frames)
-    return {
+    block = {
         "size": [int(w), int(h)],
         "tpsnr": _summary(psnr_from_mse(mse), "per_pair"),
         "tssim": _summary(temporal_ssim(frames), "per_pair"),
@@ -367,6 +372,12 @@ def _temporal_block(frames: np.ndarray) -> dict[str, Any]:
         "sharpness": _summary(sharpness(frames), "per_frame"),
         "brightness": _summary(brightness(frames), "per_frame"),
     }
+    if flow:
+        # motion-compensated consistency and no-reference quality (core.consistency)
+        from .consistency import consistency_block
+
+        block.update(consistency_block(frames, flow, nr_model))
+    return block
 
 
 def measure(
@@ -375,17 +386,25 @@ def measure(
     reference_image: np.ndarray | None = None,
     common_size: tuple[int, int] | None = None,
     study: bool = False,
+    flow: str | None = "dis",
+    nr_model: str | None = None,
 ) -> dict[str, Any]:
     """All metrics of one clip as a JSON-serialisable dict.
 
     clip: a Clip or (T, H, W, 3) uint8 RGB frames. reference_image: (H, W, 3) uint8 input photo
     for fidelity (optional). common_size: (width, height) for the resolution-aligned block
-    (optional). study: also compute the UvA study's definitions.
+    (optional). study: also compute the UvA study's definitions. flow: the `core.flow` estimator
+    for the motion-compensated measures of `core.consistency` ("dis" default, "raft" when
+    registered; None skips them and the no-reference measures). nr_model: a learned
+    no-reference scorer registered with `core.consistency.register_nr_scorer` (optional).
 
     Returns ``{"num_frames", "fps", "size": [w, h], "definitions", "native", "common",
     "fidelity", "study"}``; ``native``/``common`` hold tpsnr, tssim, tmse (per pair) and
-    sharpness, brightness (per frame) as ``{"per_pair"|"per_frame": [...], "mean", "std"}``;
-    absent parts are null. Floats are finite or null.
+    sharpness, brightness (per frame) as ``{"per_pair"|"per_frame": [...], "mean", "std"}``,
+    plus (with flow) warp_mae, warp_mse, warp_psnr, warp_ssim, valid_fraction, flicker (per
+    pair), lap_var, grad_energy, noise_sigma[, nr_score] (per frame) and flow_method;
+    absent parts are null. Floats are finite or null. When the clip already has the common
+    size, the common block is the native one (computed once).
     """
     frames = _frames_of(clip)
     t, h, w = frames.shape[:3]
@@ -394,7 +413,7 @@ def measure(
         "fps": float(clip.fps) if isinstance(clip, Clip) else None,
         "size": [int(w), int(h)],
         "definitions": dict(DEFINITIONS),
-        "native": _temporal_block(frames),
+        "native": _temporal_block(frames, flow, nr_model),
         "common": None,
         "fidelity": None,
         "study": None,
@@ -402,7 +421,8 @@ def measure(
     small = None
     if common_size is not None:
         small = resize_frames(frames, common_size)
-        result["common"] = _temporal_block(small)
+        same = small is frames  # already at the common size: the same numbers, computed once
+        result["common"] = dict(result["native"]) if same else _temporal_block(small, flow, nr_model)
     if reference_image is not None:
         result["fidelity"] = {
             "native": fidelity(frames[0], reference_image),

@@ -438,14 +438,33 @@ def measure(
 
 # --------------------------------------------------------------------------- study-style table
 
-_TABLE_METRICS = {"tpsnr": "PSNR (↑)", "tssim": "SSIM (↑)"}
+_TABLE_METRICS = {"tpsnr": "PSNR (↑)", "tssim": "SSIM (↑)"}  # the UvA study's labels (study variant)
+# metric -> (label, the direction that is steadier/sharper/cleaner or None where neither is better)
+TABLE_LABELS: dict[str, tuple[str, str | None]] = {
+    "tpsnr": ("tPSNR dB (includes camera motion)", None),
+    "tssim": ("tSSIM (includes camera motion)", None),
+    "tmse": ("tMSE (includes camera motion)", None),
+    "warp_psnr": ("warped PSNR dB (↑ steadier)", "higher"),
+    "warp_ssim": ("warped SSIM (↑ steadier)", "higher"),
+    "warp_mae": ("warped MAE 0-255 (↓ steadier)", "lower"),
+    "warp_mse": ("warped MSE 0-255 (↓ steadier)", "lower"),
+    "flicker": ("flicker, grey levels (↓ less)", "lower"),
+    "valid_fraction": ("flow-valid fraction", None),
+    "lap_var": ("sharpness, Laplacian var. (↑ sharper)", "higher"),
+    "grad_energy": ("sharpness, gradient energy (↑ sharper)", "higher"),
+    "noise_sigma": ("noise sigma 0-255 (↓ cleaner)", "lower"),
+    "sharpness": ("Laplacian var., raw (own size)", None),
+    "brightness": ("brightness 0-255", None),
+}
+DASHBOARD_METRICS = ("warp_psnr", "warp_ssim", "flicker", "lap_var", "noise_sigma", "valid_fraction", "tpsnr", "tssim")
 
 
 def _series(result: Mapping[str, Any], variant: str, metric: str) -> Mapping[str, Any]:
     block = result.get(variant)
     if block is None:
         raise InputError(f"These results have no {variant!r} metrics; measure them with that option first.")
-    return block[metric]
+    # results measured before a measure existed (older runs) show it as n/a
+    return block.get(metric) or {"mean": None, "std": None}
 
 
 def summary_table(
@@ -462,15 +481,19 @@ def summary_table(
     and std over its pairs; for several videos it is the mean of the per-video means and the
     population std (ddof 0) of those means, as in the study's per-chain averages.
 
-    Returns ``[{"metric": key, "label": "PSNR (↑)", "cells": {chain: {"mean", "std", "n",
-    "text"}}}, ...]`` in the given metric order, chains in the mapping's order.
+    Returns ``[{"metric": key, "label": "PSNR (↑)", "better": "higher" | "lower" | None,
+    "cells": {chain: {"mean", "std", "n", "text"}}}, ...]`` in the given metric order, chains
+    in the mapping's order. The study variant keeps the UvA study's labels and "higher is best"
+    for PSNR/SSIM (it reproduces that table); elsewhere consecutive-frame PSNR/SSIM/MSE are
+    labelled "includes camera motion" with no best (steadier is not better), and the
+    motion-compensated and no-reference measures of `core.consistency` carry their direction.
     """
     if variant not in ("native", "common", "study"):
         raise InputError(f"Unknown metrics variant {variant!r}; use native, common or study.")
     rows = []
     for metric in metrics:
-        if metric not in ("tpsnr", "tssim", "tmse"):
-            raise InputError(f"Unknown table metric {metric!r}; use tpsnr, tssim or tmse.")
+        if metric not in TABLE_LABELS:
+            raise InputError(f"Unknown table metric {metric!r}; use one of {', '.join(TABLE_LABELS)}.")
         cells = {}
         for chain, res in results_by_chain.items():
             if isinstance(res, Mapping):
@@ -484,7 +507,12 @@ def summary_table(
                 n = int(vals.size)
             text = "n/a" if mean is None else f"{mean:.{decimals}f} (±{std:.{decimals}f})"
             cells[chain] = {"mean": mean, "std": std, "n": n, "text": text}
-        rows.append({"metric": metric, "label": _TABLE_METRICS.get(metric, "MSE (↓)"), "cells": cells})
+        if variant == "study" and metric in ("tpsnr", "tssim", "tmse"):
+            label = _TABLE_METRICS.get(metric, "MSE (↓)")
+            better = "lower" if metric == "tmse" else "higher"
+        else:
+            label, better = TABLE_LABELS[metric]
+        rows.append({"metric": metric, "label": label, "better": better, "cells": cells})
     return rows
 
 
@@ -494,8 +522,9 @@ def render_markdown(
     *,
     bold_best: bool = True,
 ) -> str:
-    """Render `summary_table` rows as a markdown table; the best cell per row is bold
-    (highest for PSNR/SSIM, lowest for MSE). labels: optional chain -> column title."""
+    """Render `summary_table` rows as a markdown table; the best cell per row is bold in the
+    row's "better" direction (none for measures without one, e.g. consecutive-frame PSNR, which
+    includes camera motion). labels: optional chain -> column title."""
     if not rows:
         return ""
     chains = list(rows[0]["cells"])
@@ -507,8 +536,9 @@ def render_markdown(
         cells = row["cells"]
         scored = {c: v["mean"] for c, v in cells.items() if v["mean"] is not None}
         best = None
-        if bold_best and len(scored) > 1:
-            pick = min if row["metric"] == "tmse" else max
+        better = row.get("better", "lower" if row["metric"] == "tmse" else "higher")
+        if bold_best and len(scored) > 1 and better is not None:
+            pick = min if better == "lower" else max
             best = pick(scored, key=scored.__getitem__)
         texts = [f"**{cells[c]['text']}**" if c == best else cells[c]["text"] for c in chains]
         lines.append(f"| {row['label']} | " + " | ".join(texts) + " |")

@@ -7,9 +7,10 @@ on the container) and drives a shared play/pause button, frame steps and a scrub
 
 * One clock: the first player is the master. Videos do not use the `loop` attribute (each
   element would wrap on its own and drift apart after the first pass); when the master ends,
-  every player is put back to 0 and started together. While playing, a per-animation-frame
-  check nudges each follower's playback rate when it drifts by a quarter of a frame and seeks it
-  when it drifts by a whole frame.
+  every player is paused, put back to 0, and all start together once every seek is done. While
+  playing, a per-animation-frame check nudges a follower's playback rate when it drifts by an
+  eighth of a frame, and when one is half a frame off (a slow decoder, e.g. a 2048x1280 clip on
+  a busy CPU) everyone is paused, aligned on the master's time and restarted together.
 * Synchronised zoom: drag a box on any player; every player (and the wipe) shows the same region
   of the scene, scaled with a CSS transform, so each shows its own decoded resolution. Drag again
   inside a zoomed view to zoom further; "Reset zoom" or a double click goes back.
@@ -143,20 +144,27 @@ const isVid = (e) => e.target && e.target.tagName === 'VIDEO';
 const fpsOf = () => { const r = element.querySelector('.players'); return r ? parseFloat(r.dataset.fps) || 10 : 10; };
 const atEnd = (v) => v.ended || (v.duration && v.currentTime >= v.duration - 1e-3);
 let raf = null, restarting = false;
+function settle(vs) {  // resolves when no player is seeking any more
+  return new Promise(res => { const chk = () => vs.some(v => v.seeking) ? requestAnimationFrame(chk) : res(); chk(); });
+}
+function hold(t) {  // pause every player, align them on t, start them together (the one clock)
+  restarting = true; const vs = all();
+  vs.forEach(v => { v.pause(); v.playbackRate = 1; if (Math.abs(v.currentTime - t) > 1e-3) v.currentTime = t; });
+  settle(vs).then(() => Promise.all(vs.map(v => v.play().catch(() => {}))))
+    .then(() => { restarting = false; startFollow(); });
+}
 function follow() {
-  const m = master(); if (!m || m.paused) { raf = null; return; }
-  const f = 1 / fpsOf();
-  all().forEach(v => { if (v === m || v.paused || v.seeking) return; const d = v.currentTime - m.currentTime;
-    if (Math.abs(d) > f) { v.currentTime = m.currentTime; v.playbackRate = 1; }
-    else if (Math.abs(d) > f / 4) v.playbackRate = d > 0 ? 0.9 : 1.1; else v.playbackRate = 1; });
+  const m = master(); if (!m || restarting) { raf = null; return; }
+  if (m.paused) { raf = null; return; }
+  const f = 1 / fpsOf(); const vs = all();
+  // a follower half a frame off (slow decoder, late start) stops everyone until it is back in step
+  if (vs.some(v => v !== m && (v.seeking || Math.abs(v.currentTime - m.currentTime) > f / 2))) { raf = null; hold(m.currentTime); return; }
+  vs.forEach(v => { if (v === m || v.paused) return; const d = v.currentTime - m.currentTime;
+    v.playbackRate = Math.abs(d) > f / 8 ? (d > 0 ? 0.9 : 1.1) : 1; });
   raf = requestAnimationFrame(follow);
 }
 const startFollow = () => { if (!raf) raf = requestAnimationFrame(follow); };
-function restartAll() {  // one clock: every player back to 0 and started together
-  restarting = true; const vs = all();
-  vs.forEach(v => { v.pause(); v.currentTime = 0; v.playbackRate = 1; });
-  Promise.all(vs.map(v => v.play().catch(() => {}))).then(() => { restarting = false; startFollow(); });
-}
+const restartAll = () => hold(0);  // the master ended: every player back to 0, started together
 element.addEventListener('play', (e) => { if (!isVid(e) || restarting) return;
   all().forEach(v => { if (v !== e.target && v.paused && !atEnd(e.target)) { v.currentTime = e.target.currentTime; v.play().catch(() => {}); } });
   startFollow(); }, true);

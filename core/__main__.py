@@ -265,8 +265,8 @@ def add_measure_parser(sub) -> None:
     m.add_argument("--reference", default=None, help="the input photo, for fidelity")
     m.add_argument("--common-size", default=None, metavar="WxH",
                    help="size of the common block (default: the smallest video's size)")
-    m.add_argument("--flow", default="dis", help="optical flow for the motion-compensated measures "
-                                                 "(dis, dis-fast, raft when registered, none)")
+    m.add_argument("--flow", default="dis-fast", help="optical flow for the motion-compensated measures "
+                                                      "(dis-fast, dis, raft when its weights are present, none)")
     m.add_argument("--json", action="store_true", help="one JSON object keyed by file name on stdout")
     m.set_defaults(func=cmd_measure)
 # ---- end measure

@@ -36,7 +36,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def measure_files(paths: Sequence[str | os.PathLike], *, reference: str | os.PathLike | None = None,
-                  common_size: tuple[int, int] | None = None, flow: str | None = "dis",
+                  common_size: tuple[int, int] | None = None, flow: str | None = "dis-fast",
                   study: bool = True) -> dict[str, dict[str, Any]]:
     """`measure()` of each video (mp4/gif/PNG folder), keyed by file name (the path as given when
     two files share a name). common_size: (width, height) of the common block; default the

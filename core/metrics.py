@@ -361,7 +361,7 @@ def fidelity(frame: np.ndarray, reference_image: np.ndarray) -> dict[str, float]
     return {"psnr": psnr, "ssim": ssim}
 
 
-def _temporal_block(frames: np.ndarray, flow: str | None = "dis", nr_model: str | None = None) -> dict[str, Any]:
+def _temporal_block(frames: np.ndarray, flow: str | None = "dis-fast", nr_model: str | None = None) -> dict[str, Any]:
     h, w = frames.shape[1:3]
     mse = temporal_mse(frames)
     block = {
@@ -386,7 +386,7 @@ def measure(
     reference_image: np.ndarray | None = None,
     common_size: tuple[int, int] | None = None,
     study: bool = False,
-    flow: str | None = "dis",
+    flow: str | None = "dis-fast",
     nr_model: str | None = None,
 ) -> dict[str, Any]:
     """All metrics of one clip as a JSON-serialisable dict.
@@ -394,7 +394,8 @@ def measure(
     clip: a Clip or (T, H, W, 3) uint8 RGB frames. reference_image: (H, W, 3) uint8 input photo
     for fidelity (optional). common_size: (width, height) for the resolution-aligned block
     (optional). study: also compute the UvA study's definitions. flow: the `core.flow` estimator
-    for the motion-compensated measures of `core.consistency` ("dis" default, "raft" when
+    for the motion-compensated measures of `core.consistency` ("dis-fast" default, "dis" for
+    DIS's medium preset, "raft" when
     registered; None skips them and the no-reference measures). nr_model: a learned
     no-reference scorer registered with `core.consistency.register_nr_scorer` (optional).
 

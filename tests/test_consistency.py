@@ -128,7 +128,7 @@ def test_measure_keeps_old_keys_and_common_block(clips):
     for block in (res["native"], res["common"]):
         for key in ("tpsnr", "tssim", "tmse", "sharpness", "brightness") + C.PAIR_KEYS + C.FRAME_KEYS:
             assert block[key]["mean"] is not None, key
-        assert block["flow_method"] == "dis"
+        assert block["flow_method"] == "dis-fast"
     assert res["common"]["size"] == [64, 48]
     assert "includes camera motion" in res["definitions"]["tpsnr"]
     assert "warp_mae" in res["definitions"]
@@ -158,3 +158,14 @@ def test_raft_registration_needs_weights(tmp_path):
         assert ("core.models.upscale_a_video.raft" in sys.modules) == loaded  # lazy: nothing imported yet
     finally:
         F._ESTIMATORS.pop("raft", None)
+
+
+def test_large_frames_get_their_flow_on_a_shrunk_copy(clips):
+    a, b = clips["a"][1], clips["a"][2]
+    fp = C.scaled_flow_pair(a, b, max_pixels=(H // 2) * (W // 2))
+    assert fp.forward.shape == (H, W, 2) and fp.valid.shape == (H, W)
+    inner = fp.forward[16:-16, 16:-16]
+    # the pan is PAN px to the left per frame: a(x) = b(x - PAN), in full-size pixels
+    assert np.median(inner[..., 0]) == pytest.approx(-PAN, abs=0.3) and abs(np.median(inner[..., 1])) < 0.3
+    assert C.pair_consistency(a, b, fp).warp_mae < 0.3 * C.pair_consistency(
+        clips["c"][1], clips["c"][2], fp).warp_mae

@@ -94,19 +94,21 @@ def full_set(frames: int, height: int, width: int, repeats: int) -> None:
     """The dashboard's full set for one chain: measure() at the clip's size and at the
     generator's 512x320 (computed once when equal), fidelity, study mode, flow measures."""
     from core import consistency as C
-    from core import flow as F
 
     f = make_clip(frames, height, width)
     ref = f[0]
     common = (512, 320)
     M.measure(f[:3], common_size=common)  # warm-up
+    cpu0 = time.process_time()
     t_full, _ = best_of(lambda: M.measure(f, common_size=common, study=True, reference_image=ref), repeats)
+    cpu_full = (time.process_time() - cpu0) / repeats
     t_old, _ = best_of(lambda: M.measure(f, common_size=common, study=True, reference_image=ref, flow=None), repeats)
-    t_flow, fps = best_of(lambda: [F.flow_pair(f[i], f[i + 1]) for i in range(len(f) - 1)], repeats)
+    t_flow, fps = best_of(lambda: [C.scaled_flow_pair(f[i], f[i + 1]) for i in range(len(f) - 1)], repeats)
     t_pair, _ = best_of(lambda: [C.pair_consistency(f[i], f[i + 1], fps[i]) for i in range(len(f) - 1)], repeats)
     t_nr, _ = best_of(lambda: (C.laplacian_variance(f), C.gradient_energy(f), C.noise_sigma(f)), repeats)
-    print(f"full metric set, {len(f)} frames {width}x{height} (+ common 512x320): {t_full:.3f} s "
-          f"[without flow measures {t_old:.3f} s; at own size: DIS flow both ways {t_flow:.3f} s, "
+    print(f"full metric set, {len(f)} frames {width}x{height} (+ common 512x320): {t_full:.3f} s wall, "
+          f"{cpu_full:.3f} s CPU (all threads, mean per run) [without flow measures {t_old:.3f} s; at own size: "
+          f"{C.DEFAULT_FLOW} flow both ways {t_flow:.3f} s, "
           f"warped measures {t_pair:.3f} s, sharpness+noise {t_nr:.3f} s]")
 
 

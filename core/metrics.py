@@ -4,7 +4,9 @@ Every number the dashboard shows is defined here; the UI displays these docstrin
 
 Temporal metrics compare **consecutive frames of one clip** (pair i = frame i vs frame i+1).
 They measure steadiness, not quality: blur and magnification raise them and camera motion lowers
-them. There is no ground truth involved.
+them (labelled "includes camera motion"). There is no ground truth involved. The
+motion-compensated measures (warped error/PSNR/SSIM, flicker) and the no-reference sharpness and
+noise measures are defined in `core.consistency` and added to every block of `measure()`.
 
 Definitions (short names in brackets are the keys used in `measure()` output):
 

@@ -117,6 +117,14 @@ def test_new_measures_zoom_wipe_and_loop(two_chains):
     assert np.abs(wipe[:, right] - a_only[:, right]).mean() > 40
     page.click("#players [data-action=wipe]")
 
+    # ---- difference heat map between the two chains (computed on the server)
+    page.click("#diff-panel button, #diff-panel .label-wrap")
+    page.click("#diff-btn")
+    page.wait_for_function("document.querySelector('#diff-info').innerText.includes('Mean |A − B| per frame')",
+                           timeout=120_000)
+    assert "512x320" in page.inner_text("#diff-info")
+    page.wait_for_selector("#diff-video video", timeout=30_000)
+
     # ---- loop: two players, three passes, never more than one frame apart
     fps = float(page.evaluate("document.querySelector('#players .players').dataset.fps"))
     duration = page.evaluate("document.querySelector('#players video.sync').duration")

@@ -169,3 +169,13 @@ def test_large_frames_get_their_flow_on_a_shrunk_copy(clips):
     assert np.median(inner[..., 0]) == pytest.approx(-PAN, abs=0.3) and abs(np.median(inner[..., 1])) < 0.3
     assert C.pair_consistency(a, b, fp).warp_mae < 0.3 * C.pair_consistency(
         clips["c"][1], clips["c"][2], fp).warp_mae
+
+
+def test_table_labels_are_honest(measured):
+    res = {k: {"native": v} for k, v in measured.items() if k in "ab"}
+    rows = M.summary_table(res, metrics=("tpsnr", "warp_psnr", "flicker"))
+    assert rows[0]["label"] == "tPSNR dB (includes camera motion)" and rows[0]["better"] is None
+    lines = M.render_markdown(rows).splitlines()
+    assert "**" not in lines[2]  # the steadier tPSNR (b, flicker without motion) is not called best
+    assert lines[3].split("|")[2].strip().startswith("**")  # warped PSNR: the clean pan (a) is bold
+    assert lines[4].split("|")[2].strip().startswith("**")  # flicker: lower is better, a again

@@ -98,8 +98,8 @@ def players_html(players: list[Player], note: str = "") -> str:
     wipe = (
         f'<figure class="player wipe" hidden style="max-width:{MAX_UPSCALE * max(p.width for p in players)}px">'
         f'<div class="vwrap" style="aspect-ratio:{aspect}">'
-        '<video class="sync wipe-a" muted playsinline preload="auto"></video>'
-        '<video class="sync wipe-b" muted playsinline preload="auto"></video>'
+        # the two wipe <video> elements are created when the wipe is first shown: until then the
+        # panel holds exactly one video per chain
         '<div class="wipe-line"></div><div class="zoom-box"></div></div>'
         '<figcaption class="wipe-caption"></figcaption></figure>'
     )
@@ -204,9 +204,13 @@ window.addEventListener('mouseup', (e) => { if (!drag) return; const d = drag; d
 element.addEventListener('dblclick', (e) => { if (e.target.closest && e.target.closest('.vwrap')) element.zoomTo(0, 0, 1); }, true);
 
 // ---- wipe between two chains
-function setWipe(pos) { const f = element.querySelector('figure.wipe'); if (!f) return;
+function setWipe(pos) { const f = element.querySelector('figure.wipe'); if (!f || !f.querySelector('.wipe-b')) return;
   f.querySelector('.wipe-b').style.clipPath = `inset(0 0 0 ${pos}%)`; f.querySelector('.wipe-line').style.left = pos + '%'; }
 function loadWipe() { const f = element.querySelector('figure.wipe'); if (!f || f.hidden) return;
+  if (!f.querySelector('video')) { const wrap = f.querySelector('.vwrap');
+    ['wipe-a', 'wipe-b'].forEach(c => { const v = document.createElement('video'); v.className = 'sync ' + c;
+      v.muted = true; v.playsInline = true; v.preload = 'auto'; wrap.insertBefore(v, f.querySelector('.wipe-line')); });
+    setWipe((element.querySelector('input.wipe-pos') || {value: 50}).value); }
   const a = element.querySelector('.wipe-a-sel'), b = element.querySelector('.wipe-b-sel'), m = master();
   [[f.querySelector('.wipe-a'), a.value], [f.querySelector('.wipe-b'), b.value]].forEach(([v, src]) => {
     if (v.getAttribute('src') !== src) { v.setAttribute('src', src);
@@ -221,7 +225,7 @@ element.addEventListener('click', (e) => { const b = e.target.closest('[data-act
   if (a === 'unzoom') { element.zoomTo(0, 0, 1); return; }
   if (a === 'wipe') { const f = element.querySelector('figure.wipe'); if (!f) return; f.hidden = !f.hidden;
     b.textContent = f.hidden ? 'Show wipe' : 'Hide wipe';
-    if (f.hidden) f.querySelectorAll('video').forEach(v => { v.pause(); v.removeAttribute('src'); v.load(); }); else loadWipe(); return; }
+    if (f.hidden) f.querySelectorAll('video').forEach(v => v.remove()); else loadWipe(); return; }
   if (!vs.length) return;
   if (a === 'playpause') { const play = vs[0].paused; if (play) { vs.forEach(v => v.play().catch(() => {})); startFollow(); } else vs.forEach(v => v.pause()); }
   else if (a === 'restart') { vs.forEach(v => { v.currentTime = 0; }); }

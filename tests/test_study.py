@@ -390,7 +390,7 @@ def test_study_tab_handler_runs_a_study(photos, tmp_path, monkeypatch):
     assert "| | none |" in last[comps["table"]]
     assert [(r["path"], r["width"]) for r in last[comps["rows"]]] == [("static", 512), ("push-in", 512)]
     files = [Path(f) for f in last[comps["downloads"]]]
-    assert [f.name for f in files] == ["study.csv", "table.md", "plots.html", "study.zip"]
+    assert [f.name for f in files] == ["study.csv", "table.md", "stats.csv", "plots.html", "study.zip"]
     assert all(f.is_file() and f.parent.parent == tmp_path / "outputs" / "studies" for f in files)
     assert [t.name for t in last[comps["plot"]].data] == ["none"]
     # Cancel stops the study at its next step and says so

@@ -1,7 +1,9 @@
-"""Temporal PSNR/SSIM speed: core.metrics vs scikit-image on a 16-frame 512x320 clip (CPU).
+"""Metric speed on CPU: core.metrics vs scikit-image on a 16-frame 512x320 clip, then the cost of
+the full metric set (every measure the dashboard stores, flow included) at 512x320 and 2048x1280.
 
-Run from the repository root:  python -m bench.metrics [--frames 16] [--repeats 3]
-Prints both timings (best of the repeats), the ratio, and the largest difference of the values.
+Run from the repository root:  python -m bench.metrics [--frames 16] [--repeats 3] [--no-large]
+Prints both timings (best of the repeats), the ratio, the largest difference of the values, and
+the full set's cost split into its parts.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=512)
     ap.add_argument("--height", type=int, default=320)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--no-large", action="store_true", help="skip the 2048x1280 full set")
     args = ap.parse_args()
 
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
@@ -82,6 +85,31 @@ def main() -> None:
           f"ratio {t_ref2 / t_ours2:.1f}x; max |dSSIM| {np.abs(st_ref - st_ours).max():.2e}")
     t_all, _ = best_of(lambda: M.measure(f, common_size=(256, 160), study=True, reference_image=f[0]), args.repeats)
     print(f"measure() with common size, fidelity and study mode: {t_all:.3f} s")
+    full_set(args.frames, 320, 512, args.repeats)
+    if not args.no_large:
+        full_set(args.frames, 1280, 2048, 1)
+
+
+def full_set(frames: int, height: int, width: int, repeats: int) -> None:
+    """The dashboard's full set for one chain: measure() at the clip's size and at the
+    generator's 512x320 (computed once when equal), fidelity, study mode, flow measures."""
+    from core import consistency as C
+
+    f = make_clip(frames, height, width)
+    ref = f[0]
+    common = (512, 320)
+    M.measure(f[:3], common_size=common)  # warm-up
+    cpu0 = time.process_time()
+    t_full, _ = best_of(lambda: M.measure(f, common_size=common, study=True, reference_image=ref), repeats)
+    cpu_full = (time.process_time() - cpu0) / repeats
+    t_old, _ = best_of(lambda: M.measure(f, common_size=common, study=True, reference_image=ref, flow=None), repeats)
+    t_flow, fps = best_of(lambda: [C.scaled_flow_pair(f[i], f[i + 1]) for i in range(len(f) - 1)], repeats)
+    t_pair, _ = best_of(lambda: [C.pair_consistency(f[i], f[i + 1], fps[i]) for i in range(len(f) - 1)], repeats)
+    t_nr, _ = best_of(lambda: (C.laplacian_variance(f), C.gradient_energy(f), C.noise_sigma(f)), repeats)
+    print(f"full metric set, {len(f)} frames {width}x{height} (+ common 512x320): {t_full:.3f} s wall, "
+          f"{cpu_full:.3f} s CPU (all threads, mean per run) [without flow measures {t_old:.3f} s; at own size: "
+          f"{C.DEFAULT_FLOW} flow both ways {t_flow:.3f} s, "
+          f"warped measures {t_pair:.3f} s, sharpness+noise {t_nr:.3f} s]")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,11 @@ computed on (`frames/<chain>/frame-NNNN.png`). User errors print one line and ex
 
 runs every photo x camera move (all chains per job), resumably, and writes study.csv,
 table.md and plots.html (see `core.study`); --slurm writes and submits a job array instead.
+
+    python -m core measure A.mp4 B.mp4 ... [--reference photo.png] [--json]
+
+prints every metric of videos made anywhere (the dashboard's definitions and code path); --json
+writes one JSON object keyed by file name to stdout.
 """
 
 from __future__ import annotations
@@ -244,6 +249,39 @@ def _study_summary(result) -> int:
     return 0
 
 
+# ---- measure: every metric of videos made anywhere (same core.metrics.measure as the dashboard)
+def cmd_measure(args: argparse.Namespace) -> int:
+    from .measure_files import format_summary, measure_files, parse_size
+
+    if args.flow == "raft":
+        from .consistency import RAFT_WEIGHTS, register_raft
+
+        if not register_raft():
+            raise InputError(f"RAFT weights are not here ({RAFT_WEIGHTS}); use --flow dis.")
+    results = measure_files(args.videos, reference=args.reference,
+                            common_size=parse_size(args.common_size) if args.common_size else None,
+                            flow=None if args.flow == "none" else args.flow)
+    if args.json:
+        json.dump(results, sys.stdout, allow_nan=False)
+        sys.stdout.write("\n")
+    else:
+        print(format_summary(results))
+    return 0
+
+
+def add_measure_parser(sub) -> None:
+    m = sub.add_parser("measure", help="every metric of the given videos (mp4, gif or PNG folders)")
+    m.add_argument("videos", nargs="+", help="video files or PNG frame folders")
+    m.add_argument("--reference", default=None, help="the input photo, for fidelity")
+    m.add_argument("--common-size", default=None, metavar="WxH",
+                   help="size of the common block (default: the smallest video's size)")
+    m.add_argument("--flow", default="dis-fast", help="optical flow for the motion-compensated measures "
+                                                      "(dis-fast, dis, raft when its weights are present, none)")
+    m.add_argument("--json", action="store_true", help="one JSON object keyed by file name on stdout")
+    m.set_defaults(func=cmd_measure)
+# ---- end measure
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m core", description="CamI2V Studio command line")
     sub = p.add_subparsers(dest="command", required=True)
@@ -318,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--task-count", type=int, default=None, help=argparse.SUPPRESS)
     c.add_argument("--task-out", default=None, help=argparse.SUPPRESS)
     s.set_defaults(func=cmd_study)
+    add_measure_parser(sub)
 
     from .tour_cli import add_tour_parser  # python -m core tour (core/tour_cli.py)
 

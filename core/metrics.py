@@ -4,7 +4,9 @@ Every number the dashboard shows is defined here; the UI displays these docstrin
 
 Temporal metrics compare **consecutive frames of one clip** (pair i = frame i vs frame i+1).
 They measure steadiness, not quality: blur and magnification raise them and camera motion lowers
-them. There is no ground truth involved.
+them (labelled "includes camera motion"). There is no ground truth involved. The
+motion-compensated measures (warped error/PSNR/SSIM, flicker) and the no-reference sharpness and
+noise measures are defined in `core.consistency` and added to every block of `measure()`.
 
 Definitions (short names in brackets are the keys used in `measure()` output):
 
@@ -68,15 +70,20 @@ K2 = 0.03
 STUDY_WINDOW = 7
 
 DEFINITIONS: dict[str, str] = {
-    "tpsnr": "temporal PSNR: consecutive frames, RGB uint8, peak 255, capped at 100 dB",
-    "tssim": "temporal SSIM: consecutive frames, RGB mean, Gaussian 11/1.5, K 0.01/0.03, range 255",
-    "tmse": "temporal MSE: consecutive frames, RGB, 0-255 scale",
+    "tpsnr": "temporal PSNR (includes camera motion): consecutive frames, RGB uint8, peak 255, capped at 100 dB",
+    "tssim": "temporal SSIM (includes camera motion): consecutive frames, RGB mean, Gaussian 11/1.5, "
+             "K 0.01/0.03, range 255",
+    "tmse": "temporal MSE (includes camera motion): consecutive frames, RGB, 0-255 scale",
     "sharpness": "variance of the 3x3 Laplacian of the grey frame (0-255 scale)",
     "brightness": "mean of the grey frame (BT.601, 0-255)",
     "fidelity": "frame 0 vs the input photo resized to the frame size: PSNR (capped) and SSIM as above",
     "common": "temporal metrics after INTER_AREA resize of every frame to the common size",
     "study": "UvA study: tPSNR RGB peak 255; tSSIM grey, 7x7 uniform, sample cov., range of 1st frame",
 }
+# the motion-compensated and no-reference measures (core.consistency; no heavy imports there)
+from .consistency import DEFINITIONS as _CONSISTENCY_DEFINITIONS  # noqa: E402
+
+DEFINITIONS.update(_CONSISTENCY_DEFINITIONS)
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -356,10 +363,10 @@ def fidelity(frame: np.ndarray, reference_image: np.ndarray) -> dict[str, float]
     return {"psnr": psnr, "ssim": ssim}
 
 
-def _temporal_block(frames: np.ndarray) -> dict[str, Any]:
+def _temporal_block(frames: np.ndarray, flow: str | None = "dis-fast", nr_model: str | None = None) -> dict[str, Any]:
     h, w = frames.shape[1:3]
     mse = temporal_mse(frames)
-    return {
+    block = {
         "size": [int(w), int(h)],
         "tpsnr": _summary(psnr_from_mse(mse), "per_pair"),
         "tssim": _summary(temporal_ssim(frames), "per_pair"),
@@ -367,6 +374,12 @@ def _temporal_block(frames: np.ndarray) -> dict[str, Any]:
         "sharpness": _summary(sharpness(frames), "per_frame"),
         "brightness": _summary(brightness(frames), "per_frame"),
     }
+    if flow:
+        # motion-compensated consistency and no-reference quality (core.consistency)
+        from .consistency import consistency_block
+
+        block.update(consistency_block(frames, flow, nr_model))
+    return block
 
 
 def measure(
@@ -375,17 +388,26 @@ def measure(
     reference_image: np.ndarray | None = None,
     common_size: tuple[int, int] | None = None,
     study: bool = False,
+    flow: str | None = "dis-fast",
+    nr_model: str | None = None,
 ) -> dict[str, Any]:
     """All metrics of one clip as a JSON-serialisable dict.
 
     clip: a Clip or (T, H, W, 3) uint8 RGB frames. reference_image: (H, W, 3) uint8 input photo
     for fidelity (optional). common_size: (width, height) for the resolution-aligned block
-    (optional). study: also compute the UvA study's definitions.
+    (optional). study: also compute the UvA study's definitions. flow: the `core.flow` estimator
+    for the motion-compensated measures of `core.consistency` ("dis-fast" default, "dis" for
+    DIS's medium preset, "raft" when
+    registered; None skips them and the no-reference measures). nr_model: a learned
+    no-reference scorer registered with `core.consistency.register_nr_scorer` (optional).
 
     Returns ``{"num_frames", "fps", "size": [w, h], "definitions", "native", "common",
     "fidelity", "study"}``; ``native``/``common`` hold tpsnr, tssim, tmse (per pair) and
-    sharpness, brightness (per frame) as ``{"per_pair"|"per_frame": [...], "mean", "std"}``;
-    absent parts are null. Floats are finite or null.
+    sharpness, brightness (per frame) as ``{"per_pair"|"per_frame": [...], "mean", "std"}``,
+    plus (with flow) warp_mae, warp_mse, warp_psnr, warp_ssim, valid_fraction, flicker (per
+    pair), lap_var, grad_energy, noise_sigma[, nr_score] (per frame) and flow_method;
+    absent parts are null. Floats are finite or null. When the clip already has the common
+    size, the common block is the native one (computed once).
     """
     frames = _frames_of(clip)
     t, h, w = frames.shape[:3]
@@ -394,7 +416,7 @@ def measure(
         "fps": float(clip.fps) if isinstance(clip, Clip) else None,
         "size": [int(w), int(h)],
         "definitions": dict(DEFINITIONS),
-        "native": _temporal_block(frames),
+        "native": _temporal_block(frames, flow, nr_model),
         "common": None,
         "fidelity": None,
         "study": None,
@@ -402,7 +424,8 @@ def measure(
     small = None
     if common_size is not None:
         small = resize_frames(frames, common_size)
-        result["common"] = _temporal_block(small)
+        same = small is frames  # already at the common size: the same numbers, computed once
+        result["common"] = dict(result["native"]) if same else _temporal_block(small, flow, nr_model)
     if reference_image is not None:
         result["fidelity"] = {
             "native": fidelity(frames[0], reference_image),
@@ -418,14 +441,33 @@ def measure(
 
 # --------------------------------------------------------------------------- study-style table
 
-_TABLE_METRICS = {"tpsnr": "PSNR (↑)", "tssim": "SSIM (↑)"}
+_TABLE_METRICS = {"tpsnr": "PSNR (↑)", "tssim": "SSIM (↑)"}  # the UvA study's labels (study variant)
+# metric -> (label, the direction that is steadier/sharper/cleaner or None where neither is better)
+TABLE_LABELS: dict[str, tuple[str, str | None]] = {
+    "tpsnr": ("tPSNR dB (includes camera motion)", None),
+    "tssim": ("tSSIM (includes camera motion)", None),
+    "tmse": ("tMSE (includes camera motion)", None),
+    "warp_psnr": ("warped PSNR dB (↑ steadier)", "higher"),
+    "warp_ssim": ("warped SSIM (↑ steadier)", "higher"),
+    "warp_mae": ("warped MAE 0-255 (↓ steadier)", "lower"),
+    "warp_mse": ("warped MSE 0-255 (↓ steadier)", "lower"),
+    "flicker": ("flicker, grey levels (↓ less)", "lower"),
+    "valid_fraction": ("flow-valid fraction", None),
+    "lap_var": ("sharpness, Laplacian var. (↑ sharper)", "higher"),
+    "grad_energy": ("sharpness, gradient energy (↑ sharper)", "higher"),
+    "noise_sigma": ("noise sigma 0-255 (↓ cleaner)", "lower"),
+    "sharpness": ("Laplacian var., raw (own size)", None),
+    "brightness": ("brightness 0-255", None),
+}
+DASHBOARD_METRICS = ("warp_psnr", "warp_ssim", "flicker", "lap_var", "noise_sigma", "valid_fraction", "tpsnr", "tssim")
 
 
 def _series(result: Mapping[str, Any], variant: str, metric: str) -> Mapping[str, Any]:
     block = result.get(variant)
     if block is None:
         raise InputError(f"These results have no {variant!r} metrics; measure them with that option first.")
-    return block[metric]
+    # results measured before a measure existed (older runs) show it as n/a
+    return block.get(metric) or {"mean": None, "std": None}
 
 
 def summary_table(
@@ -442,15 +484,19 @@ def summary_table(
     and std over its pairs; for several videos it is the mean of the per-video means and the
     population std (ddof 0) of those means, as in the study's per-chain averages.
 
-    Returns ``[{"metric": key, "label": "PSNR (↑)", "cells": {chain: {"mean", "std", "n",
-    "text"}}}, ...]`` in the given metric order, chains in the mapping's order.
+    Returns ``[{"metric": key, "label": "PSNR (↑)", "better": "higher" | "lower" | None,
+    "cells": {chain: {"mean", "std", "n", "text"}}}, ...]`` in the given metric order, chains
+    in the mapping's order. The study variant keeps the UvA study's labels and "higher is best"
+    for PSNR/SSIM (it reproduces that table); elsewhere consecutive-frame PSNR/SSIM/MSE are
+    labelled "includes camera motion" with no best (steadier is not better), and the
+    motion-compensated and no-reference measures of `core.consistency` carry their direction.
     """
     if variant not in ("native", "common", "study"):
         raise InputError(f"Unknown metrics variant {variant!r}; use native, common or study.")
     rows = []
     for metric in metrics:
-        if metric not in ("tpsnr", "tssim", "tmse"):
-            raise InputError(f"Unknown table metric {metric!r}; use tpsnr, tssim or tmse.")
+        if metric not in TABLE_LABELS:
+            raise InputError(f"Unknown table metric {metric!r}; use one of {', '.join(TABLE_LABELS)}.")
         cells = {}
         for chain, res in results_by_chain.items():
             if isinstance(res, Mapping):
@@ -464,7 +510,12 @@ def summary_table(
                 n = int(vals.size)
             text = "n/a" if mean is None else f"{mean:.{decimals}f} (±{std:.{decimals}f})"
             cells[chain] = {"mean": mean, "std": std, "n": n, "text": text}
-        rows.append({"metric": metric, "label": _TABLE_METRICS.get(metric, "MSE (↓)"), "cells": cells})
+        if variant == "study" and metric in ("tpsnr", "tssim", "tmse"):
+            label = _TABLE_METRICS.get(metric, "MSE (↓)")
+            better = "lower" if metric == "tmse" else "higher"
+        else:
+            label, better = TABLE_LABELS[metric]
+        rows.append({"metric": metric, "label": label, "better": better, "cells": cells})
     return rows
 
 
@@ -474,8 +525,9 @@ def render_markdown(
     *,
     bold_best: bool = True,
 ) -> str:
-    """Render `summary_table` rows as a markdown table; the best cell per row is bold
-    (highest for PSNR/SSIM, lowest for MSE). labels: optional chain -> column title."""
+    """Render `summary_table` rows as a markdown table; the best cell per row is bold in the
+    row's "better" direction (none for measures without one, e.g. consecutive-frame PSNR, which
+    includes camera motion). labels: optional chain -> column title."""
     if not rows:
         return ""
     chains = list(rows[0]["cells"])
@@ -487,8 +539,9 @@ def render_markdown(
         cells = row["cells"]
         scored = {c: v["mean"] for c, v in cells.items() if v["mean"] is not None}
         best = None
-        if bold_best and len(scored) > 1:
-            pick = min if row["metric"] == "tmse" else max
+        better = row.get("better", "lower" if row["metric"] == "tmse" else "higher")
+        if bold_best and len(scored) > 1 and better is not None:
+            pick = min if better == "lower" else max
             best = pick(scored, key=scored.__getitem__)
         texts = [f"**{cells[c]['text']}**" if c == best else cells[c]["text"] for c in chains]
         lines.append(f"| {row['label']} | " + " | ".join(texts) + " |")

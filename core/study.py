@@ -12,7 +12,9 @@ Study folder (every name is a fixed pattern; nothing is named after user text)::
                                 cell key's SHA-256), written before the cell is marked complete
     <out>/runs/<run id>/        the run folders (CLI; the dashboard keeps its usual outputs)
     <out>/study.csv             one row per video and chain, every metric
-    <out>/table.md              mean (±std) per chain over all videos: native, common, study
+    <out>/table.md              mean (±std) per chain over all videos: native, common, study; then
+                                paired statistics of every chain vs none (core.stats)
+    <out>/stats.csv             those paired statistics: mean difference, bootstrap CI, Wilcoxon p
     <out>/plots.html            a box plot per metric, chains on x (plotly.js inlined: offline)
     <out>/study-array.sh, study-array.json, tasks/<i>/, logs/    SLURM job arrays (below)
 
@@ -82,17 +84,30 @@ BASE_COLUMNS = (
     "tmse_mean", "tmse_std", "common_tmse_mean",
     "sharpness_mean", "sharpness_std", "brightness_mean", "brightness_std",
     "fidelity_psnr", "fidelity_ssim", "fidelity_common_psnr", "fidelity_common_ssim",
-)
+) + tuple(  # motion-compensated and no-reference measures (core.consistency), own and generator's size
+    f"{prefix}{m}_{s}" for prefix in ("", "common_")
+    for m in ("warp_mae", "warp_mse", "warp_psnr", "warp_ssim", "valid_fraction", "flicker",
+              "lap_var", "grad_energy", "noise_sigma")
+    for s in ("mean", "std"))
+STATS_FILE = "stats.csv"
 TAIL_COLUMNS = ("run_id", "video")
 # Box plots: CSV column -> title.
 PLOT_METRICS: dict[str, str] = {
-    "tpsnr_mean": "Temporal PSNR (dB), own size",
-    "tssim_mean": "Temporal SSIM, own size",
-    "common_tpsnr_mean": "Temporal PSNR (dB), generator's size",
-    "common_tssim_mean": "Temporal SSIM, generator's size",
+    "warp_psnr_mean": "Warped PSNR (dB, motion-compensated), own size",
+    "warp_mae_mean": "Warped error (MAE, 0-255, motion-compensated), own size",
+    "flicker_mean": "Flicker (grey levels, motion-compensated), own size",
+    "common_warp_psnr_mean": "Warped PSNR (dB), generator's size",
+    "common_flicker_mean": "Flicker (grey levels), generator's size",
+    "lap_var_mean": "Sharpness: Laplacian variance on the 512x320 grid",
+    "grad_energy_mean": "Sharpness: gradient energy on the 512x320 grid",
+    "noise_sigma_mean": "Residual noise sigma (0-255, wavelet MAD)",
+    "tpsnr_mean": "Temporal PSNR (dB, includes camera motion), own size",
+    "tssim_mean": "Temporal SSIM (includes camera motion), own size",
+    "common_tpsnr_mean": "Temporal PSNR (dB, includes camera motion), generator's size",
+    "common_tssim_mean": "Temporal SSIM (includes camera motion), generator's size",
     "study_tpsnr_mean": "Temporal PSNR (dB), UvA study definition",
     "study_tssim_mean": "Temporal SSIM, UvA study definition",
-    "tmse_mean": "Temporal MSE (0-255 scale)",
+    "tmse_mean": "Temporal MSE (0-255 scale, includes camera motion)",
     "sharpness_mean": "Sharpness (variance of the Laplacian)",
     "brightness_mean": "Brightness (mean grey level)",
     "fidelity_psnr": "Fidelity PSNR (dB): frame 0 vs the photo",
@@ -313,10 +328,14 @@ class StudyResult:
     complete: int
     incomplete: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # paired statistics (core.stats.PairedStat) of every chain against "none"; stats.csv
+    stats: list[Any] = field(default_factory=list)
+    stats_path: Path | None = None
 
     def figures(self) -> dict[str, Any]:
-        """Plotly box plots (CSV column -> Figure) of these rows."""
-        return box_figures(self.rows)
+        """Plotly box plots (CSV column -> Figure) of these rows, then the paired-difference
+        plots ("paired:" + column)."""
+        return {**box_figures(self.rows), **paired_figures(self.stats)}
 
 
 # --------------------------------------------------------------------------------- state files
@@ -586,6 +605,11 @@ def metric_row(record: Mapping[str, Any], chain: str) -> dict[str, Any]:
     row["fidelity_ssim"] = _get(m, "fidelity", "native", "ssim")
     row["fidelity_common_psnr"] = _get(m, "fidelity", "common", "psnr")
     row["fidelity_common_ssim"] = _get(m, "fidelity", "common", "ssim")
+    for variant, prefix in (("native", ""), ("common", "common_")):
+        for metric in ("warp_mae", "warp_mse", "warp_psnr", "warp_ssim", "valid_fraction", "flicker",
+                       "lap_var", "grad_energy", "noise_sigma"):
+            row[f"{prefix}{metric}_mean"] = _get(m, variant, metric, "mean")
+            row[f"{prefix}{metric}_std"] = _get(m, variant, metric, "std")
     adherence = m.get("adherence") if isinstance(m, Mapping) else None
     if isinstance(adherence, Mapping):
         row.update(_flatten_numbers(adherence, "adherence"))
@@ -700,17 +724,45 @@ def write_reports(
     for variant in VARIANTS:
         if by_chain and all(all(m.get(variant) for m in ms) for ms in by_chain.values()):
             tables[variant] = metriclib.summary_table(by_chain, variant=variant)
+    from . import stats as statslib
+
+    paired = statslib.compare_chains(rows) if rows else []
     markdown = render_tables(tables, base_settings or {}, records, len(grid), incomplete)
+    if paired:
+        markdown = markdown.rstrip() + "\n\n## Paired statistics: every chain vs none\n\n" + \
+            statslib.ranking_markdown(paired).rstrip() + "\n"
     table_path = out / TABLE_FILE
     atomic_write_bytes(table_path, markdown.encode("utf-8"))
+    stats_path = out / STATS_FILE
+    atomic_write_bytes(stats_path, stats_csv(paired).encode("utf-8"))
 
     plots_path = out / PLOTS_FILE
     if rows and plots:
-        write_plots_html(rows, plots_path, title=f"Study: {len(records)} videos")
+        write_plots_html(rows, plots_path, title=f"Study: {len(records)} videos", stats=paired)
     elif plots_path.exists():
         plots_path.unlink()
     return StudyResult(out, rows, tables, markdown, csv_path, table_path, plots_path if rows and plots else None,
-                       len(grid), len(records), incomplete, warnings)
+                       len(grid), len(records), incomplete, warnings, paired, stats_path)
+
+
+def stats_csv(paired: Sequence[Any]) -> str:
+    """stats.csv: one row per metric x (chain, baseline): n, mean_diff, ci_low, ci_high, p_value,
+    significant (see core.stats)."""
+    buf = io.StringIO()
+    cols = ["metric", "chain", "baseline", "n", "mean_diff", "ci_low", "ci_high", "p_value", "significant"]
+    writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    writer.writeheader()
+    for st in paired:
+        writer.writerow({k: _csv_cell(v) for k, v in st.as_row().items()})
+    return buf.getvalue()
+
+
+def paired_figures(paired: Sequence[Any]) -> dict[str, Any]:
+    """Paired-difference plots ("paired:" + CSV column -> Figure) of core.stats results."""
+    from . import stats as statslib
+
+    return {f"paired:{m}": statslib.paired_figure(paired, m) for m in dict.fromkeys(st.metric for st in paired)
+            if any(st.metric == m and st.mean_diff is not None for st in paired)}
 
 
 def render_tables(tables: Mapping[str, list[dict[str, Any]]], settings: Mapping[str, Any],
@@ -760,16 +812,19 @@ def box_figures(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 text=[f"{r['photo']} / {r['path']}" for r in sel], marker=dict(color=PALETTE[k % len(PALETTE)]),
                 hovertemplate="%{text}<br>%{y:.4g}<extra>" + chain + "</extra>"))
         fig.update_layout(title=dict(text=title, font=dict(size=14)), height=360, showlegend=False,
-                          margin=dict(l=50, r=10, t=40, b=40), template="plotly_white", xaxis_title="chain")
+                          margin=dict(l=60, r=10, t=40, b=40), template="plotly_white", xaxis_title="chain",
+                          yaxis_title=title.split(",")[0])
         figs[col] = fig
     return figs
 
 
-def write_plots_html(rows: Sequence[Mapping[str, Any]], path: Path, *, title: str = "Study") -> Path:
-    """Every box plot in one standalone HTML file; plotly.js is inlined once, so it opens offline."""
+def write_plots_html(rows: Sequence[Mapping[str, Any]], path: Path, *, title: str = "Study",
+                     stats: Sequence[Any] = ()) -> Path:
+    """Every box plot (and paired-difference plot of `stats`) in one standalone HTML file;
+    plotly.js is inlined once, so it opens offline."""
     import html
 
-    figs = box_figures(rows)
+    figs = {**box_figures(rows), **paired_figures(stats)}
     parts = []
     for i, fig in enumerate(figs.values()):
         parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0)))
@@ -806,7 +861,7 @@ def zip_study(out: str | os.PathLike, *, include_videos: bool = True) -> Path:
     index_rows = [("file", "photo", "path", "chain", "run_id")]
     with atomic_output(target) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            for name in (CSV_FILE, TABLE_FILE, PLOTS_FILE, STATE_FILE):
+            for name in (CSV_FILE, TABLE_FILE, PLOTS_FILE, STATE_FILE, STATS_FILE):
                 if (out / name).is_file():
                     zf.write(out / name, arcname=name)
             for entry, record in _records(out, state):

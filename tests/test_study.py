@@ -390,7 +390,7 @@ def test_study_tab_handler_runs_a_study(photos, tmp_path, monkeypatch):
     assert "| | none |" in last[comps["table"]]
     assert [(r["path"], r["width"]) for r in last[comps["rows"]]] == [("static", 512), ("push-in", 512)]
     files = [Path(f) for f in last[comps["downloads"]]]
-    assert [f.name for f in files] == ["study.csv", "table.md", "plots.html", "study.zip"]
+    assert [f.name for f in files] == ["study.csv", "table.md", "stats.csv", "plots.html", "study.zip"]
     assert all(f.is_file() and f.parent.parent == tmp_path / "outputs" / "studies" for f in files)
     assert [t.name for t in last[comps["plot"]].data] == ["none"]
     # Cancel stops the study at its next step and says so
@@ -401,3 +401,23 @@ def test_study_tab_handler_runs_a_study(photos, tmp_path, monkeypatch):
     assert outs[-1][comps["status"]].startswith("❌ Cancelled")
     assert fns["cancel"].fn(job) == "Nothing is running."
     assert fns["figure"].fn(last[comps["rows"]], "tpsnr_mean").data[0].y[0] == last[comps["rows"]][0]["tpsnr_mean"]
+
+
+def test_paired_statistics_in_reports(finished):
+    import csv as csvlib
+
+    from core import stats as statslib
+
+    out, result, log, studio = finished
+    rows = list(csvlib.DictReader((out / studylib.STATS_FILE).open()))
+    pairs = {(r["metric"], r["chain"], r["baseline"]) for r in rows}
+    for chain in studylib.STANDARD_CHAINS[1:]:
+        assert ("warp_psnr_mean", chain, "none") in pairs and ("noise_sigma_mean", chain, "none") in pairs
+    # the numbers are the paired statistics of the CSV's per-video values
+    r = next(r for r in rows if r["metric"] == "lap_var_mean" and r["chain"] == "upscale")
+    up = [x["lap_var_mean"] for x in result.rows if x["chain"] == "upscale"]
+    none = [x["lap_var_mean"] for x in result.rows if x["chain"] == "none"]
+    ref = statslib.paired(up, none)
+    assert int(r["n"]) == ref.n == 4 and float(r["mean_diff"]) == pytest.approx(ref.mean_diff)
+    assert "## Paired statistics: every chain vs none" in result.markdown
+    assert "paired:warp_psnr_mean" in result.figures()

@@ -30,11 +30,11 @@ from core.params import ParamSpec
 from core.postprocess.chains import STANDARD_CHAINS
 from core.service import CameraSpec, JobRequest, Studio
 
-from .figures import camera_figure, metric_figure
+from .figures import camera_figure, metric_figure, quality_figure
 from . import longshot as ui_longshot  # Length / Output fps controls, segment marks, seam line
 from .study_tab import build_export_panel, build_study_tab
 from .uploads import uploaded_file
-from .players import SYNC_JS, Player, players_html
+from .players import SYNC_JS, Player, build_compare_panel, players_html
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 GPU = "gpu"  # the one concurrency id of every event that uses the device
@@ -311,14 +311,22 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                 with gr.Row():
                     psnr_plot = gr.Plot(metric_figure({}, "tpsnr"), label="Temporal PSNR", elem_id="psnr-plot")
                     ssim_plot = gr.Plot(metric_figure({}, "tssim"), label="Temporal SSIM", elem_id="ssim-plot")
+                # metrics panel: motion-compensated + no-reference curves, and looking closely (ui/players.py)
+                quality_plot = gr.Plot(quality_figure({}), label="Motion-compensated and no-reference measures",
+                                       elem_id="quality-plot")
                 table = gr.Markdown(elem_id="table")
+                build_compare_panel(results_state, table)
+                # end metrics panel
                 downloads = gr.File(label="Downloads", file_count="multiple", interactive=False)
                 build_export_panel(studio, results_state)
                 with gr.Accordion("How the metrics are defined", open=False):
                     gr.Markdown("\n".join(f"- **{k}**: {v}" for k, v in metriclib.DEFINITIONS.items()) +
-                                "\n\nTemporal PSNR/SSIM compare consecutive frames of one clip: higher means "
-                                "steadier, not better. Camera motion itself lowers them, and blur or "
-                                "upscaling raises them, so compare chains at the generator's size.")
+                                "\n\nTemporal PSNR/SSIM compare consecutive frames of one clip and include "
+                                "camera motion: higher means steadier, not better. Camera motion itself "
+                                "lowers them, and blur or upscaling raises them. The warped measures follow "
+                                "the motion first (dense optical flow, occlusions masked), so they separate "
+                                "flicker from camera motion; sharpness and noise need no reference. Compare "
+                                "chains at the generator's size.")
 
             # ------------------------------------------------------------------ Runs
             with gr.Tab("Runs", id="runs"):
@@ -497,7 +505,8 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             ms = {k: v["metrics"] for k, v in chains_.items() if v.get("metrics")}
             if var == "generator_rate":  # each chain's frames at the generator's frame times
                 ms, var = {k: m.get("generator_rate") or m for k, m in ms.items()}, "common"
-            rows = metriclib.summary_table(ms, variant=var) if ms else []
+            rows = metriclib.summary_table(  # metrics panel: the new measures too (not in study mode)
+                ms, variant=var, **({} if var == "study" else {"metrics": metriclib.DASHBOARD_METRICS})) if ms else []
             md = metriclib.render_markdown(rows) if rows else ""
             if md and state.get("run"):
                 md = f"Run `{state['run']}` · mean (±std) over consecutive frame pairs\n\n" + md
@@ -724,6 +733,10 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                            show_progress_on=[status], cancels=[reattached])
         cancel_btn.click(cancel_job, [job_state], [status], queue=False)
         variant.change(render_results, [results_state, variant], [psnr_plot, ssim_plot, table], queue=False)
+        # metrics panel: the quality curves follow the table (it changes with every chain, run and variant)
+        table.change(lambda st, var: quality_figure({k: v["metrics"] for k, v in (st or {}).get("chains", {}).items()
+                                                     if v.get("metrics")}, var if var != "study" else "native"),
+                     [results_state, variant], [quality_plot], queue=False)
 
         runs_refresh.click(refresh_runs, None, [runs_table, run_pick])
         # a partial long shot (cancelled after some segments) continues from its last finished segment

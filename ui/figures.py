@@ -84,28 +84,84 @@ def camera_figure(path: CameraPath | None, width: int = 512, height: int = 320,
     return fig
 
 
+# metric key -> (plot title, y-axis title with units)
+CURVES: dict[str, tuple[str, str]] = {
+    "tpsnr": ("Temporal PSNR per frame pair (includes camera motion)", "tPSNR (dB)"),
+    "tssim": ("Temporal SSIM per frame pair (includes camera motion)", "tSSIM (0-1)"),
+    "tmse": ("Temporal MSE per frame pair (includes camera motion)", "tMSE (0-255 scale)"),
+    "warp_psnr": ("Warped PSNR (motion-compensated)", "warped PSNR (dB)"),
+    "warp_ssim": ("Warped SSIM (motion-compensated)", "warped SSIM (0-1)"),
+    "warp_mae": ("Warped error (motion-compensated)", "MAE (0-255)"),
+    "flicker": ("Flicker (brightness change motion does not explain)", "flicker (grey levels)"),
+    "valid_fraction": ("Share of pixels with reliable flow", "valid fraction (0-1)"),
+    "lap_var": ("Sharpness per frame (512x320 grid)", "Laplacian variance"),
+    "grad_energy": ("Gradient energy per frame (512x320 grid)", "gradient energy (grey levels/px)²"),
+    "noise_sigma": ("Residual noise per frame", "noise sigma (0-255)"),
+}
+QUALITY_PANELS = ("warp_psnr", "flicker", "lap_var", "noise_sigma")
+
+
+def _series_of(m: Mapping[str, Any] | None, metric: str, variant: str) -> list:
+    block = (m or {}).get(variant) or (m or {}).get("native") or {}
+    series = block.get(metric) or {}
+    return series.get("per_pair") or series.get("per_frame") or []
+
+
 def metric_figure(metrics_by_chain: Mapping[str, Mapping[str, Any]], metric: str, variant: str = "native",
                   order: list[str] | None = None) -> go.Figure:
-    """One line per chain: the metric of every consecutive frame pair (x = pair index)."""
-    titles = {"tpsnr": "Temporal PSNR (dB) per frame pair", "tssim": "Temporal SSIM per frame pair",
-              "tmse": "Temporal MSE per frame pair"}
+    """One line per chain: the metric of every consecutive frame pair (x = pair index) or of
+    every frame (per-frame measures); y axis titled with units; hover shows chain and value."""
+    title, ytitle = CURVES.get(metric, (metric, metric))
     fig = go.Figure()
     names = order or list(metrics_by_chain)
     for k, name in enumerate(names):
         m = metrics_by_chain.get(name)
         if not m:
             continue
-        block = m.get(variant) or m.get("native")
-        series = (block or {}).get(metric) or {}
-        values = series.get("per_pair") or []
+        values = _series_of(m, metric, variant)
         fig.add_trace(go.Scatter(x=list(range(1, len(values) + 1)), y=values, mode="lines+markers", name=name,
-                                 line=dict(color=chain_color(k), width=2), marker=dict(size=5)))
+                                 line=dict(color=chain_color(k), width=2), marker=dict(size=5),
+                                 hovertemplate=f"{name}<br>%{{x}}: %{{y:.4g}}<extra></extra>"))
     fig.update_layout(
-        title=dict(text=titles.get(metric, metric), font=dict(size=14)), height=300,
-        margin=dict(l=40, r=10, t=40, b=40), xaxis_title="frame pair (t, t+1)",
+        title=dict(text=title, font=dict(size=14)), height=300,
+        margin=dict(l=55, r=10, t=40, b=40), xaxis_title="frame pair (t, t+1)", yaxis_title=ytitle,
         legend=dict(orientation="h", y=-0.25), template="plotly_white",
     )
     if not names:
         fig.add_annotation(text="Generate to see the curves", showarrow=False, x=0.5, y=0.5,
                            xref="paper", yref="paper")
+    return fig
+
+
+def quality_figure(metrics_by_chain: Mapping[str, Mapping[str, Any]], variant: str = "native",
+                   order: list[str] | None = None, panels: tuple[str, ...] = QUALITY_PANELS) -> go.Figure:
+    """The motion-compensated and no-reference measures (core.consistency) as a 2x2 grid of
+    per-pair / per-frame curves, one colour per chain (one legend entry per chain for all panels),
+    y axes titled with units, hover values."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=2, cols=2, subplot_titles=[CURVES[p][0] for p in panels],
+                        vertical_spacing=0.2, horizontal_spacing=0.12)
+    names = order or list(metrics_by_chain)
+    for i, metric in enumerate(panels):
+        r, c = i // 2 + 1, i % 2 + 1
+        per_frame = metric in ("lap_var", "grad_energy", "noise_sigma")
+        for k, name in enumerate(names):
+            values = _series_of(metrics_by_chain.get(name), metric, variant)
+            if not values:
+                continue
+            fig.add_trace(go.Scatter(
+                x=list(range(1 if not per_frame else 0, len(values) + (1 if not per_frame else 0))), y=values,
+                mode="lines+markers", name=name, legendgroup=name, showlegend=i == 0,
+                line=dict(color=chain_color(k), width=2), marker=dict(size=4),
+                hovertemplate=f"{name}<br>%{{x}}: %{{y:.4g}}<extra>{CURVES[metric][1]}</extra>"), row=r, col=c)
+        fig.update_yaxes(title_text=CURVES[metric][1], row=r, col=c)
+        fig.update_xaxes(title_text="frame" if per_frame else "frame pair (t, t+1)", row=r, col=c)
+    fig.update_layout(height=560, margin=dict(l=60, r=10, t=50, b=40), template="plotly_white",
+                      legend=dict(orientation="h", y=-0.12))
+    for ann in fig.layout.annotations:
+        ann.font = dict(size=13)
+    if not any(fig.data):
+        fig.add_annotation(text="Generate to see the motion-compensated and no-reference measures",
+                           showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
     return fig

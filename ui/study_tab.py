@@ -19,6 +19,7 @@ import gradio as gr
 
 from core import camera as cam
 from core import exports as exportlib
+from core import stats as statslib
 from core import study as studylib
 from core.errors import StudioError
 from core.postprocess.chains import STANDARD_CHAINS
@@ -88,6 +89,18 @@ def build_study_tab(studio: Studio) -> dict[str, Any]:
             metric = gr.Dropdown([(title, col) for col, title in studylib.PLOT_METRICS.items()],
                                  value="tpsnr_mean", label="Box plot of", elem_id="study-metric")
             plot = gr.Plot(label="Per-video values by chain", elem_id="study-plot")
+            # paired statistics (core.stats): every chain vs none, plus any two chains picked here
+            gr.Markdown("### Paired statistics")
+            with gr.Row():
+                pair_a = gr.Dropdown(list(STANDARD_CHAINS), value="denoise+upscale", label="Compare chain",
+                                     elem_id="study-pair-a")
+                pair_b = gr.Dropdown(list(STANDARD_CHAINS), value="upscale+denoise", label="with chain",
+                                     elem_id="study-pair-b")
+                paired_metric = gr.Dropdown([(label, col) for col, (label, _) in statslib.METRICS.items()],
+                                            value="warp_psnr_mean", label="Paired difference of",
+                                            elem_id="study-paired-metric")
+            paired_plot = gr.Plot(label="Paired difference (95% bootstrap CI)", elem_id="study-paired-plot")
+            stats_md = gr.Markdown(elem_id="study-stats")
             downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="study-files")
     job_state = gr.State("")
     rows_state = gr.State([])
@@ -109,6 +122,12 @@ def build_study_tab(studio: Studio) -> dict[str, Any]:
     def figure(rows: list[dict[str, Any]], col: str):
         figs = studylib.box_figures(rows) if rows else {}
         return figs.get(col)
+
+    def paired_view(rows: list[dict[str, Any]], a: str, b: str, col: str):
+        if not rows:
+            return None, ""
+        st = statslib.compare_chains(rows, pairs=[(a, b)] if a and b and a != b else [])
+        return statslib.paired_figure(st, col), statslib.ranking_markdown(st)
 
     def run(job, files, with_examples, picked_paths, picked_chains, model_name, den, up, seed_value, col,
             progress=gr.Progress()):
@@ -140,7 +159,8 @@ def build_study_tab(studio: Studio) -> dict[str, Any]:
                                    f"({ev.photo} / {ev.path}){note}"}
                 elif ev.kind == "done":
                     result = ev.result
-                    files = [str(p) for p in (result.csv_path, result.table_path, result.plots_path) if p]
+                    files = [str(p) for p in (result.csv_path, result.table_path, result.stats_path,
+                                              result.plots_path) if p]
                     files.append(str(studylib.zip_study(out)))
                     msg = f"✅ Study `{out.name}`: {result.complete} of {result.total} video(s)."
                     if failed:
@@ -165,10 +185,13 @@ def build_study_tab(studio: Studio) -> dict[str, Any]:
         [status, table, rows_state, plot, downloads], concurrency_id=GPU, concurrency_limit=1, api_name="study")
     cancel_btn.click(cancel, [job_state], [status], queue=False)
     metric.change(figure, [rows_state, metric], [plot], queue=False)
+    for comp in (rows_state, pair_a, pair_b, paired_metric):
+        comp.change(paired_view, [rows_state, pair_a, pair_b, paired_metric], [paired_plot, stats_md], queue=False)
     return {"photos": photos, "use_examples": use_examples, "paths": paths, "chains": chains, "model": model,
             "denoiser": denoiser, "upscaler": upscaler, "seed": seed, "run": run_btn, "cancel": cancel_btn,
             "status": status, "table": table, "metric": metric, "plot": plot, "downloads": downloads,
-            "rows": rows_state}
+            "rows": rows_state, "pair_a": pair_a, "pair_b": pair_b, "paired_metric": paired_metric,
+            "paired_plot": paired_plot, "stats": stats_md}
 
 
 def build_export_panel(studio: Studio, run_id_state: gr.State) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from . import camera as cam
+from . import limits
 from .clip import Clip
 from .errors import ConfigError, InputError, StudioError, Unavailable
 from .generators.base import GenerateRequest, Generator
@@ -378,8 +379,9 @@ class Studio:
         """Decode an uploaded photo: (H, W, 3) uint8 RGB, EXIF-oriented; clear InputError otherwise."""
         from .video import load_image
 
-        return load_image(source, max_megapixels=self.settings.max_megapixels,
-                          max_bytes=self.settings.max_image_bytes)
+        # the size and shape rules of a job apply at upload, so no caller ever draws a 1x1 photo
+        return _check_image(load_image(source, max_megapixels=self.settings.max_megapixels,
+                                       max_bytes=self.settings.max_image_bytes))
 
     def camera_path(self, spec: CameraSpec | cam.CameraPath, model: str = "kenburns",
                     num_frames: int | None = None) -> cam.CameraPath:
@@ -394,9 +396,11 @@ class Studio:
             return cam.preset_path(spec.preset, num_frames=n, amount=spec.amount, distance=spec.distance,
                                    aspect=aspect, easing=spec.easing)
         if spec.mode == "keyframes":
+            limits.check_rows(len(spec.keyframes), "The keyframe table", limits.MAX_KEYFRAMES)
             kfs = [cam.Keyframe.from_dict(k) for k in spec.keyframes]
             return cam.keyframe_path(kfs, num_frames=n, aspect=aspect)
         if spec.mode == "waypoints":
+            limits.check_rows(len(spec.waypoints), "The waypoints", limits.MAX_WAYPOINTS)
             return cam.waypoint_path(spec.waypoints, num_frames=n, depth=spec.depth, aspect=aspect)
         if spec.mode == "file":
             path = cam.CameraPath.from_realestate10k(spec.text)
@@ -473,6 +477,7 @@ class Studio:
             path = self.camera_path(request.camera, request.model)
             seed = _check_seed(request.seed)
             stage_params = {k: dict(v) for k, v in request.stage_params.items() if k in stages}
+            _check_job_size(request.model, generator, params, path, chain_texts, roles, stages, stage_params)
             for name, stage in stages.items():
                 # a text-guided stage (Upscale-A-Video) describes the clip with the job's prompt
                 if request.prompt and any(p.name == "prompt" for p in stage.param_specs()) \
@@ -726,6 +731,23 @@ def _check_image(image: Any) -> np.ndarray:
         # Covering a video frame with such a strip would blow it up to gigabytes.
         raise InputError(f"The photo is {w}x{h}, more than {MAX_ASPECT}:1; crop it to a less extreme shape.")
     return image
+
+
+def _check_job_size(model: str, generator: Generator, params: Mapping[str, Any], path: cam.CameraPath,
+                    chain_texts: Sequence[str], roles: Mapping[str, str], stages: Mapping[str, Stage],
+                    stage_params: Mapping[str, Mapping[str, Any]]) -> None:
+    """Refuse, before anything runs, a job whose generated clip or any chain's output would not
+    fit in memory (sizes from the generator's parameters and each stage's scale factor)."""
+    w = int(params.get("width") or generator.width)
+    h = int(params.get("height") or generator.height)
+    n = int(params.get("num_frames") or (path.num_frames if generator.camera_control else generator.num_frames))
+    limits.check_clip_size(w, h, n, f"The clip of {model}")
+    chains = []
+    for text in chain_texts:
+        names = chainlib.parse_chain(text, roles, extra=tuple(stages)) if text != "none" else ()
+        picked = [stages[s] for s in names]
+        chains.append((text, picked, [resolve_params(st.param_specs(), stage_params.get(st.name)) for st in picked]))
+    limits.check_chain_outputs(w, h, n, chains)
 
 
 def _check_seed(seed: Any) -> int:

@@ -71,7 +71,7 @@ import numpy as np
 from .clip import Clip
 from .errors import InputError, StudioError
 from .progress import Progress, ProgressFn, as_progress
-from .runs import RUN_JSON, Run, atomic_output, atomic_write_bytes, to_json_text
+from .runs import RUN_JSON, Run, atomic_output, atomic_write_bytes, outputs_root, to_json_text
 
 FORMATS: tuple[str, ...] = ("mp4", "gif", "frames", "camera-txt", "camera-json", "run-json", "metrics-json")
 FORMAT_LABELS: dict[str, str] = {
@@ -579,7 +579,7 @@ def _resolve_key(wm: Watermark | None, key: str | bytes | None, run: Run) -> byt
         return _key_bytes(key)
     if wm.key is not None:
         return _key_bytes(wm.key)
-    return installation_key(run.root)
+    return installation_key(outputs_root(run.root))  # the key is per installation, not per user
 
 
 def _clip_frames(run: Run) -> int | None:

@@ -89,6 +89,9 @@ class StudioSettings:
     min_free_bytes: int = 256 * 1024**2
     # free_space_fn(path) -> free bytes, in place of shutil.disk_usage (tests simulate a full disk)
     free_space_fn: Callable[[Path], int] | None = None
+    # True (the dashboard with --auth, unless --shared-runs): each user's runs go to, and are
+    # listed and opened only from, <outputs>/users/<user folder>/ (see Studio.runs_root).
+    per_user_runs: bool = False
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -229,6 +232,7 @@ class Studio:
         self._jobs: dict[str, threading.Event] = {}
         self._jobs_lock = threading.Lock()
         self._captioner_cache = None
+        self._clean_stale_files()
 
     # -- set-up ---------------------------------------------------------------------------
     def _load_registry(self) -> Registry:
@@ -241,6 +245,25 @@ class Studio:
             return builtin
         missing = [e for e in builtin if e.name not in reg]
         return Registry(list(reg) + missing, root=reg.root, source=reg.source) if missing else reg
+
+    def _clean_stale_files(self) -> None:
+        """Hidden temporaries a killed process left in run folders go at start-up."""
+        from .runs import clean_stale_temporaries
+
+        if self.settings.outputs.is_dir():
+            try:
+                clean_stale_temporaries(self.settings.outputs)
+            except OSError as exc:  # an unreadable folder must not stop the service
+                self._messages.append(f"Could not clean temporary files in {self.settings.outputs}: {exc}")
+
+    def runs_root(self, user: str | None = None) -> Path:
+        """Where `user`'s runs live: the outputs folder, or with per-user runs and a user name,
+        <outputs>/users/<user folder>/."""
+        from .runs import USERS_DIR, user_folder
+
+        if not self.settings.per_user_runs or not user:
+            return self.settings.outputs
+        return self.settings.outputs / USERS_DIR / user_folder(user)
 
     def startup_messages(self) -> list[str]:
         """Problems found at start-up that the user should see (e.g. a broken models.json)."""
@@ -452,7 +475,7 @@ class Studio:
         return True
 
     def run_job(self, request: JobRequest, progress: ProgressFn | None = None,
-                job_id: str | None = None) -> Iterator[JobEvent]:
+                job_id: str | None = None, user: str | None = None) -> Iterator[JobEvent]:
         """Generate and post-process one walkthrough, yielding an event after each product.
 
         Progress: generation takes the first half (or all of it for a job without chains),
@@ -484,7 +507,7 @@ class Studio:
                         and not stage_params.get(name, {}).get("prompt"):
                     stage_params.setdefault(name, {})["prompt"] = request.prompt
 
-            run = Run.create(self.settings.outputs, kind="walkthrough", min_free_bytes=self.settings.min_free_bytes,
+            run = Run.create(self.runs_root(user), kind="walkthrough", min_free_bytes=self.settings.min_free_bytes,
                              free_space_fn=self.settings.free_space_fn,
                              params={
                                  "model": request.model, "generator_params": params, "prompt": request.prompt,
@@ -668,15 +691,17 @@ class Studio:
             self._jobs.pop(job_id, None)
 
     # -- history --------------------------------------------------------------------------
-    def list_runs(self, limit: int | None = 50):
+    def list_runs(self, limit: int | None = 50, user: str | None = None):
+        """`user`'s runs (everyone's without per-user runs), newest first."""
         from .runs import list_runs
 
-        return list_runs(self.settings.outputs, limit=limit)
+        return list_runs(self.runs_root(user), limit=limit)
 
-    def open_run(self, run_id: str):
+    def open_run(self, run_id: str, user: str | None = None):
+        """One of `user`'s runs; another user's run id is "no such run" (InputError)."""
         from .runs import Run
 
-        return Run.open(self.settings.outputs, run_id)
+        return Run.open(self.runs_root(user), run_id)
 
 
 # --------------------------------------------------------------------------------- helpers

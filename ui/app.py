@@ -21,6 +21,7 @@ import numpy as np
 from gradio.data_classes import FileData
 from PIL import Image, ImageDraw
 
+from core import apiargs, limits
 from core import camera as cam
 from core import metrics as metriclib
 from core.errors import StudioError
@@ -113,6 +114,11 @@ def _error(exc: BaseException) -> gr.Error:
     return gr.Error(f"Unexpected error ({type(exc).__name__}: {exc}). Details are in the server log.")
 
 
+def _user(request: gr.Request | None) -> str | None:
+    """The logged-in user name of a request (None without --auth)."""
+    return getattr(request, "username", None) if request is not None else None
+
+
 def adherence_markdown(a: dict[str, Any]) -> str:
     """One line on how well the video follows the requested camera path."""
     if not a.get("available"):
@@ -134,6 +140,7 @@ def _rows_to_keyframes(rows: Any) -> tuple[dict[str, Any], ...]:
     if rows is None:
         return ()
     values = rows.values.tolist() if hasattr(rows, "values") else list(rows)
+    limits.check_rows(len(values), "The keyframe table", limits.MAX_KEYFRAMES)  # before any row is read
     out = []
     for k, row in enumerate(values, 1):
         cells = [c for c in row]
@@ -479,7 +486,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                   for k, v in state.get("chains", {}).items()]
             return players_html(ps, note)
 
-        def run_generate(data, progress=gr.Progress()):
+        def run_generate(data, request: gr.Request = None, progress=gr.Progress()):
             job = data[job_state] or studio.new_job_id()
             name = data[model]
             image = data[photo_state]
@@ -496,7 +503,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                 picked += [c.strip() for c in (data[custom_chain] or "").split(",") if c.strip()]
                 if not picked:
                     raise StudioError("Tick at least one chain to compare (for example 'none').")
-                request = JobRequest(
+                job_request = JobRequest(
                     image=image, camera=spec, model=name, prompt=data[prompt] or "",
                     seed=int(data[seed] or 0), params=params, measure_adherence=bool(data[adherence_box]),
                     chains=tuple(picked), roles={"denoise": data[denoiser], "upscale": data[upscaler]},
@@ -506,7 +513,8 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                 raise _error(exc)
             files: list[str] = []
             try:
-                for ev in studio.run_job(request, lambda f, m: progress(f, desc=m), job_id=job):
+                for ev in studio.run_job(job_request, lambda f, m: progress(f, desc=m), job_id=job,
+                                         user=_user(request)):
                     if ev.kind == "started":
                         state["run"] = ev.run_id
                         yield {status: f"Run `{ev.run_id}` started…", results_state: state,
@@ -524,11 +532,15 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                                table: md, results_state: state, downloads: list(files),
                                status: f"Run `{state['run']}`: {done} of {len(set(picked))} chain(s) ready…"}
                     elif ev.kind == "done":
-                        run = studio.open_run(ev.run_id)
+                        run = studio.open_run(ev.run_id, user=_user(request))
                         extra = [str(run.path("metrics")), str(run.dir / "run.json"), str(run.path("camera"))]
                         yield {downloads: files + [f for f in extra if Path(f).exists()],
                                status: f"✅ Run `{ev.run_id}` complete: {len(state['chains'])} chain(s).",
                                results_state: state}
+            except GeneratorExit:
+                # the caller cancelled or went away: stop the job, yield nothing more
+                studio.cancel(job)
+                raise
             except BaseException as exc:
                 kept = f" {len(state['chains'])} finished chain(s) were kept in run `{state['run']}`." \
                     if state["chains"] else ""
@@ -538,8 +550,8 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                     return
                 raise _error(exc)
 
-        def refresh_runs():
-            runs = studio.list_runs(100)
+        def refresh_runs(request: gr.Request = None):
+            runs = studio.list_runs(100, user=_user(request))
             rows = []
             for r in runs:
                 d = r.data or {}
@@ -548,11 +560,11 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             return rows, gr.update(choices=[r.id for r in runs if r.status in ("complete", "failed",
                                                                                  "cancelled", "interrupted")])
 
-        def open_run(run_id, var):
+        def open_run(run_id, var, request: gr.Request = None):
             if not run_id:
                 raise gr.Error("Pick a run first.")
             try:
-                run = studio.open_run(run_id)
+                run = studio.open_run(run_id, user=_user(request))
             except StudioError as exc:
                 raise _error(exc)
             state = {"run": run_id, "chains": {}}
@@ -568,7 +580,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                 files.append(str(run.dir / f))
             psnr_fig, ssim_fig, md = render_results(state, var)
             return (render_players(state), psnr_fig, ssim_fig, md, state, files,
-                    f"Showing run `{run_id}` ({run.status}).", gr.Tabs(selected="create"))
+                    f"Showing run `{run_id}` ({run.effective_status}).", gr.Tabs(selected="create"))
 
         def loaded_models():
             st = [[r["name"], r["state"], str(r.get("device") or ""), str(r.get("dtype") or ""),
@@ -639,27 +651,43 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
         # the loaded-models panel follows the manager on its own (cheap: no model is touched)
         gr.Timer(10).tick(loaded_models, None, [status_table, mem_md], queue=False, show_progress="hidden")
         dl_btn.click(download, [dl_pick], [dl_log], concurrency_id="download", concurrency_limit=1)
-        def walkthrough(photo: FileData, model: str = "kenburns", preset: str = "push-in",
-                        chains: list[str] = ["none"], seed: int = 0, prompt: str = "",
-                        params: dict = {}, amount: float = -1.0, distance: float = -1.0) -> dict:
+        async def walkthrough(photo: FileData, model: str = "kenburns", preset: str = "push-in",
+                              chains: list[str] = ["none"], seed: int = 0, prompt: str = "",
+                              params: dict = {}, amount: float = -1.0, distance: float = -1.0,
+                              request: gr.Request = None) -> dict:
             """Programmatic walkthrough (gradio_client): photo -> run folder; returns the run id,
-            each chain's mp4 path on the server and its mean temporal PSNR/SSIM."""
-            try:
+            each chain's mp4 path on the server and its mean temporal PSNR/SSIM. Cancelling the
+            call (gradio_client's job.cancel()) stops the job at its next step."""
+            job = uuid.uuid4().hex[:12]  # registered by run_job; cancel(job) reaches it from then on
+
+            def work() -> dict:
                 path = uploaded_file(photo, "photo")
                 image = studio.load_image(path)
-                request = JobRequest(
-                    image=image, image_bytes=Path(path).read_bytes(), model=model,
-                    camera=CameraSpec(preset=preset, amount=None if amount < 0 else amount,
-                                      distance=None if distance < 0 else distance),
-                    prompt=prompt, seed=seed, params=dict(params or {}), chains=tuple(chains))
+                amt, dist = apiargs.number_arg(amount, "amount"), apiargs.number_arg(distance, "distance")
+                job_request = JobRequest(
+                    image=image, image_bytes=Path(path).read_bytes(), model=apiargs.text_arg(model, "model", 100),
+                    camera=CameraSpec(preset=apiargs.text_arg(preset, "preset", 100), amount=None if amt < 0 else amt,
+                                      distance=None if dist < 0 else dist),
+                    prompt=apiargs.text_arg(prompt, "prompt"), seed=seed, params=apiargs.params_arg(params),
+                    chains=apiargs.chains_arg(chains))
                 out: dict[str, Any] = {"run_id": None, "seed": seed, "chains": {}}
-                for ev in studio.run_job(request):
+                for ev in studio.run_job(job_request, job_id=job, user=_user(request)):
                     out["run_id"] = ev.run_id
                     if ev.chain:
                         native = ev.metrics["native"]
                         out["chains"][ev.chain] = {"video": str(ev.video), "size": ev.metrics["size"],
                                                    "tpsnr": native["tpsnr"]["mean"], "tssim": native["tssim"]["mean"]}
                 return out
+
+            import asyncio
+
+            try:
+                # the job runs in a worker thread; a cancelled call cancels this coroutine, and
+                # the cancel is passed on to the job by its id (the thread stops at its next step)
+                return await asyncio.shield(asyncio.get_running_loop().run_in_executor(None, work))
+            except asyncio.CancelledError:
+                studio.cancel(job)
+                raise
             except BaseException as exc:
                 raise _error(exc)
 

@@ -120,14 +120,16 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _serve(args: argparse.Namespace, auth) -> None:
+    from core.runs import ensure_writable_dir
+
+    outputs = ensure_writable_dir(Path(args.outputs), "--outputs")  # before the slow imports
+
     from starlette.middleware import Middleware
 
-    from core.runs import ensure_writable_dir
     from core.service import Studio, StudioSettings
     from ui import build_ui
     from ui.guard import HostGuard, HostPolicy, ThrottledLogin
 
-    outputs = ensure_writable_dir(Path(args.outputs), "--outputs")
     per_user = bool(auth) and not args.shared_runs
     studio = Studio(StudioSettings(
         root=ROOT,

@@ -243,6 +243,11 @@ class Studio:
         except ConfigError as exc:
             self._messages.append(f"{exc} Only the built-in models (no weights needed) are offered.")
             return builtin
+        try:
+            _check_builtin_defaults(reg)
+        except ConfigError as exc:
+            self._messages.append(f"{exc} Only the built-in models (no weights needed) are offered.")
+            return builtin
         missing = [e for e in builtin if e.name not in reg]
         return Registry(list(reg) + missing, root=reg.root, source=reg.source) if missing else reg
 
@@ -756,6 +761,24 @@ def _check_image(image: Any) -> np.ndarray:
         # Covering a video frame with such a strip would blow it up to gigabytes.
         raise InputError(f"The photo is {w}x{h}, more than {MAX_ASPECT}:1; crop it to a less extreme shape.")
     return image
+
+
+def _check_builtin_defaults(reg: Registry) -> None:
+    """ConfigError naming the entry when the defaults of a weight-free entry (kenburns,
+    nlmeans, lanczos: cheap to build) are out of range, e.g. a width of 99999."""
+    for e in reg:
+        if e.variant not in ("kenburns", "nlmeans", "lanczos") or not e.defaults:
+            continue
+        if e.variant == "kenburns":
+            from .generators.kenburns import KenBurnsGenerator
+
+            specs = KenBurnsGenerator().param_specs()
+        else:
+            specs = chainlib.create_stage(e.variant).param_specs()
+        try:
+            resolve_params(specs, None, e.defaults)
+        except StudioError as exc:
+            raise ConfigError(f"{reg.source}: entry {e.name!r}, field 'defaults': {exc}") from None
 
 
 def _check_job_size(model: str, generator: Generator, params: Mapping[str, Any], path: cam.CameraPath,

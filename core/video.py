@@ -382,7 +382,8 @@ def load_image(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(blob))
+            # Only the formats photos come in: never EPS/PS (Ghostscript) or exotic decoders.
+            im = Image.open(io.BytesIO(blob), formats=_photo_formats())
             w, h = im.size
             if w * h > max_megapixels * 1e6:
                 raise InputError(
@@ -390,6 +391,8 @@ def load_image(
                     "Downscale it first."
                 )
             im.load()
+            if im.format == "PNG" and not _png_complete(blob, w, h):
+                raise InputError(f"{name} is truncated: its pixel data stops before the last row.")
             im = ImageOps.exif_transpose(im)
     except InputError:
         raise
@@ -403,6 +406,66 @@ def load_image(
         return _to_rgb8(im)
     except (OSError, ValueError) as exc:
         raise InputError(f"{name}: cannot convert mode {im.mode} to RGB: {_first_line(exc)}") from exc
+
+
+PHOTO_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "TIFF", "BMP", "GIF")
+
+
+def _photo_formats() -> list[str]:
+    """PIL format names accepted for photos; HEIF/HEIC when pillow-heif is installed."""
+    formats = list(PHOTO_FORMATS)
+    try:  # optional: phones' HEIC photos
+        import pillow_heif  # type: ignore
+
+        pillow_heif.register_heif_opener()
+        formats.append("HEIF")
+    except Exception:
+        pass
+    from PIL import Image
+
+    Image.init()  # registers every plugin, so each name below resolves
+    return [f for f in formats if f in Image.OPEN]
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _png_complete(blob: bytes, width: int, height: int) -> bool:
+    """Whether a PNG's image data inflates to every row the header promises. PIL fills rows
+    missing from a short (but well-formed) zlib stream with black and reports no error, so the
+    count is made here, streaming (no buffer of the image's size)."""
+    import struct
+    import zlib
+
+    if len(blob) < 33 or blob[12:16] != b"IHDR":
+        return True  # not a plain PNG layout; PIL's own checks apply
+    depth, ctype, interlace = blob[24], blob[25], blob[28]
+    bits = depth * _PNG_CHANNELS.get(ctype, 4)
+
+    def rows_bytes(w: int, h: int) -> int:
+        return h * (1 + (w * bits + 7) // 8) if w and h else 0
+
+    if interlace:
+        expected = sum(rows_bytes((width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy)
+                       for x0, y0, dx, dy in _ADAM7)
+    else:
+        expected = rows_bytes(width, height)
+    inflater, got, pos = zlib.decompressobj(), 0, 8
+    try:
+        while pos + 8 <= len(blob) and got < expected:
+            n, kind = struct.unpack(">I4s", blob[pos:pos + 8])
+            if kind == b"IDAT":
+                data = blob[pos + 8:pos + 8 + n]
+                while data and got < expected:
+                    got += len(inflater.decompress(data, 1 << 20))
+                    data = inflater.unconsumed_tail
+            elif kind == b"IEND":
+                break
+            pos += 12 + n
+    except zlib.error:
+        return False
+    return got >= expected
 
 
 def _read_source(source: Any, max_bytes: int) -> tuple[str, bytes]:

@@ -374,7 +374,7 @@ def test_9_cancelling_walkthrough_through_gradio_client_stops_the_job(live_serve
     client = Client(live_server["url"], verbose=False)
     job = client.submit(handle_file(str(photo_file(tmp_path / "p.png"))), "kenburns", "push-in",
                         ["none", "denoise", "denoise+upscale"], 0, "",
-                        {"width": 512, "height": 320, "num_frames": 200}, api_name="/walkthrough")
+                        {"width": 512, "height": 320, "num_frames": 60}, api_name="/walkthrough")
     deadline = time.time() + 60
     new = set()
     while time.time() < deadline and not new:

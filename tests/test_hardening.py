@@ -34,7 +34,7 @@ from core import exports, runs
 from core.errors import ConfigError, InputError, OutOfDiskSpace
 from core.service import JobRequest, Studio, StudioSettings
 from tests.dashboard import free_port, running_dashboard
-from tests.test_security import call_api, http, photo_file, run_app
+from tests.test_security import http, photo_file, run_app
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"width": 96, "height": 64, "num_frames": 8}
@@ -393,6 +393,26 @@ def test_9_cancelling_walkthrough_through_gradio_client_stops_the_job(live_serve
     assert status == "cancelled", status
     data = json.loads(run_json.read_text())
     assert "denoise+upscale" not in data["chains"] or not data["chains"]["denoise+upscale"].get("files")
+
+
+def test_9_closing_the_generate_handler_cancels_its_run_quietly(studio, capsys):
+    import gradio as gr
+
+    from ui.app import build_ui
+
+    demo, _ = build_ui(studio)
+    fn = next(f for f in demo.fns.values() if f.api_name == "generate")
+    data = {c: getattr(c, "value", None) for c in fn.inputs}
+    photo_state = next(c for c in fn.inputs if isinstance(c, gr.State) and c.value is None)
+    params = {c: v for c, v in data.items() if getattr(c, "label", None) in ("Width", "Height", "Frames")}
+    data.update({photo_state: photo(), **{c: {"Width": 96, "Height": 64, "Frames": 8}[c.label] for c in params}})
+    gen = fn.fn(data)
+    first = next(gen)
+    assert any("started" in str(v) for v in first.values())
+    gen.close()  # what a cancelled or abandoned event does; must not raise or log an exception
+    assert "Traceback" not in capsys.readouterr().err
+    (run,) = studio.list_runs()
+    assert run.status == "cancelled"
 
 
 # -- 10 messages -------------------------------------------------------------------------------------------------

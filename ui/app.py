@@ -449,7 +449,10 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             out = studio.settings.outputs / "camera-exports" / uuid.uuid4().hex[:12]
             out.mkdir(parents=True, exist_ok=True)
             f = out / f"camera-{safe_stem(path.name)}.txt"
-            path.save_realestate10k(f)
+            try:
+                path.save_realestate10k(f)  # atomic: a full disk leaves no empty file
+            except StudioError as exc:
+                raise _error(exc)
             return str(f)
 
         def do_caption(image, instructions, progress=gr.Progress()):

@@ -23,7 +23,6 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
-from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -95,14 +94,15 @@ def _cookie_user(app: Any, headers: dict[bytes, bytes]) -> str | None:
     cookie_id = getattr(app, "cookie_id", None)
     if not raw or tokens is None or cookie_id is None:
         return None
-    jar = SimpleCookie()
-    try:
-        jar.load(raw.decode("latin-1"))
-    except Exception:
-        return None
+    # parsed by hand: http.cookies stops at the first cookie it dislikes (other localhost apps')
+    jar: dict[str, str] = {}
+    for part in raw.decode("latin-1").split(";"):
+        name, sep, value = part.strip().partition("=")
+        if sep:
+            jar.setdefault(name, value.strip('"'))
     for key in (f"access-token-{cookie_id}", f"access-token-unsecure-{cookie_id}"):
-        if key in jar and jar[key].value in tokens:
-            return tokens[jar[key].value]
+        if jar.get(key) in tokens:
+            return tokens[jar[key]]
     return None
 
 

@@ -116,7 +116,7 @@ def build_study_tab(studio: Studio) -> dict[str, Any]:
         return figs.get(col)
 
     def run(job, files, with_examples, picked_paths, picked_chains, model_name, den, up, seed_value, col,
-            progress=gr.Progress()):
+            request: gr.Request = None, progress=gr.Progress()):
         with lock:
             cancel_event = cancels.setdefault(job or "", threading.Event())
         try:
@@ -129,7 +129,7 @@ def build_study_tab(studio: Studio) -> dict[str, Any]:
                 images=tuple(studylib.find_images(images)), paths=studylib.parse_paths(picked_paths or []),
                 chains=studylib.parse_chains(picked_chains or []), model=model_name, seed=int(seed_value or 0),
                 roles={"denoise": den, "upscale": up})
-            out = studylib.new_study_dir(studio.settings.outputs)
+            out = studylib.new_study_dir(studio.runs_root(_user(request)))  # per user with --auth
         except BaseException as exc:
             raise _error(exc)
         total = len(spec.cells())

@@ -287,6 +287,44 @@ def test_6_restart_on_the_same_port_right_after_kill_9_with_a_client_connected(t
             app_module.check_port("127.0.0.1", s.getsockname()[1])
 
 
+@pytest.mark.slow
+def test_6_dashboard_restarts_on_its_port_after_kill_9_with_a_browser_connected(tmp_path):
+    """The whole reproduction with the real dashboard (two start-ups: opt-in with -m slow)."""
+    import urllib.request
+
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "GRADIO_TEMP_DIR": str(tmp_path / "gradio")}
+    cmd = [sys.executable, str(REPO / "app.py"), "--port", str(port), "--device", "cpu",
+           "--outputs", str(tmp_path / "outputs"), "--models", str(tmp_path / "none.json")]
+
+    def start():
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=5).read(10)
+                return proc
+            except Exception:
+                if proc.poll() is not None:
+                    raise AssertionError(proc.stderr.read().decode()[-2000:])
+                time.sleep(0.3)
+        proc.kill()
+        raise AssertionError("the dashboard did not start")
+
+    first = start()
+    browser = socket.create_connection(("127.0.0.1", port))
+    browser.sendall(f"GET /config HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    browser.recv(100)
+    first.kill()
+    first.wait(10)
+    try:
+        second = start()
+    finally:
+        browser.close()
+    second.terminate()
+    second.wait(20)
+
+
 # -- 7 CLI overwrite -------------------------------------------------------------------------------------
 
 def test_7_cli_names_are_unique_and_results_are_never_replaced(tmp_path):

@@ -348,12 +348,12 @@ def test_7_cli_two_photos_with_one_stem(tmp_path):
     photo_file(folder / "room.jpg", 1)
     photo_file(folder / "room.png", 2)
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-m", "core", "generate", "--image", str(folder), "--model", "kenburns",
-                        "--path", "push-in", "--chains", "none", "--out", str(out), "--param", "width=64",
-                        "--param", "height=48", "--param", "num_frames=4", "--models", str(tmp_path / "none.json")],
-                       cwd=REPO, capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert r.returncode == 0, r.stderr[-2000:]
+    from core.__main__ import main
+
+    rc = main(["generate", "--image", str(folder), "--model", "kenburns", "--path", "push-in", "--chains", "none",
+               "--out", str(out), "--param", "width=64", "--param", "height=48", "--param", "num_frames=4",
+               "--device", "cpu", "--models", str(tmp_path / "none.json")])
+    assert rc == 0
     results = sorted(p.parent.parent.name for p in out.glob("*/push-in/none.mp4"))
     assert len(results) == 2, results
     shas = {json.loads((out / n / "push-in" / "run.json").read_text())["input"]["sha256"] for n in results}
@@ -505,15 +505,16 @@ def test_10_full_disk_on_camera_export_leaves_no_file(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # no 0-byte camera.txt, no temporary
 
 
-def test_10_unwritable_outputs_and_corrupt_preload_are_one_line(tmp_path):
+def test_10_unwritable_outputs_and_corrupt_preload_are_one_line(tmp_path, capsys):
+    from core.__main__ import main
+
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     r = run_app("--outputs", str(blocker / "outputs"), "--port", str(free_port()))
     assert r.returncode != 0 and "not writable" in r.stderr and "Traceback" not in r.stderr, r.stderr[-1500:]
-    r = subprocess.run([sys.executable, "-m", "core", "generate", "--image", str(photo_file(tmp_path / "p.png")),
-                        "--out", str(blocker / "out")], cwd=REPO, capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert r.returncode != 0 and "not writable" in r.stderr and "Traceback" not in r.stderr, r.stderr[-1500:]
+    rc = main(["generate", "--image", str(photo_file(tmp_path / "p.png")), "--out", str(blocker / "out")])
+    err = capsys.readouterr().err
+    assert rc != 0 and "not writable" in err and len(err.strip().splitlines()) == 1, err
     ckpt = tmp_path / "model.pth"
     ckpt.write_bytes(b"not a checkpoint at all")
     (tmp_path / "models.json").write_text(json.dumps({"models": {"fastdvdnet": {

@@ -308,10 +308,12 @@ class Studio:
             try:
                 if e.kind == "generator":
                     g = self._construct_generator(e)
+                    _check_defaults(self.registry, e, g.param_specs())
                     extra = dict(is_ai=g.is_ai, camera_control=g.camera_control, width=g.width, height=g.height,
                                  num_frames=g.num_frames, fps=g.fps, params=tuple(g.param_specs()))
                 elif e.kind in ("denoiser", "upscaler"):
                     s = self._construct_stage(e)
+                    _check_defaults(self.registry, e, s.param_specs())
                     extra = dict(role=s.role, params=tuple(s.param_specs()))
             except StudioError as exc:
                 av = Availability(False, str(exc))
@@ -775,10 +777,15 @@ def _check_builtin_defaults(reg: Registry) -> None:
             specs = KenBurnsGenerator().param_specs()
         else:
             specs = chainlib.create_stage(e.variant).param_specs()
-        try:
-            resolve_params(specs, None, e.defaults)
-        except StudioError as exc:
-            raise ConfigError(f"{reg.source}: entry {e.name!r}, field 'defaults': {exc}") from None
+        _check_defaults(reg, e, specs)
+
+
+def _check_defaults(reg: Registry, e: ModelEntry, specs: Sequence[ParamSpec]) -> None:
+    """ConfigError naming the entry when its models.json defaults do not fit its parameters."""
+    try:
+        resolve_params(specs, None, e.defaults)
+    except StudioError as exc:
+        raise ConfigError(f"{reg.source}: entry {e.name!r}, field 'defaults': {exc}") from None
 
 
 def _check_job_size(model: str, generator: Generator, params: Mapping[str, Any], path: cam.CameraPath,

@@ -239,6 +239,10 @@ def test_5_users_cannot_see_each_others_runs_or_files(two_users, tmp_path):
     assert fetch(alice, video) == 200
     assert fetch(bob, video) == 403
     assert fetch(bob, video.parent / "run.json") == 403
+    import urllib.parse
+
+    assert fetch(bob, urllib.parse.quote(str(video))) == 403  # percent-encoded
+    assert fetch(bob, str(video).replace("/users/", "/users/./../users/")) in (403, 404)  # dot segments
     # the Runs tab and the export panel go through the service with the request's user
     studio = Studio(StudioSettings(outputs=two_users["outputs"], device="cpu", per_user_runs=True,
                                    models=two_users["root"] / "none.json"))

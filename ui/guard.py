@@ -81,10 +81,12 @@ _FILE_ROUTES = ("/gradio_api/file=", "/file=")
 
 
 def _requested_file(path: str) -> str | None:
+    """The file path of a file route, as the route itself will see it (the server has already
+    percent-decoded scope["path"] once; decoding again would check a different path)."""
     for marker in _FILE_ROUTES:
         i = path.find(marker)
         if i >= 0:
-            return urllib.parse.unquote(path[i + len(marker):])
+            return path[i + len(marker):]
     return None
 
 

@@ -16,6 +16,8 @@ import socket
 import sys
 from pathlib import Path
 
+from core.errors import StudioError
+
 ROOT = Path(__file__).resolve().parent
 
 
@@ -34,6 +36,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="allow a non-loopback bind or --share without --auth (anyone who can reach it can use it)")
     p.add_argument("--preload", default="", help="comma-separated model names to load at start-up")
     p.add_argument("--max-queue", type=int, default=32, help="most jobs waiting in the GPU queue")
+    p.add_argument("--allowed-hosts", default="",
+                   help="comma-separated extra Host names to answer to (loopback names and --host always are)")
+    p.add_argument("--shared-runs", action="store_true",
+                   help="with --auth: every user sees every run (one team); default: each user sees their own")
     return p.parse_args(argv)
 
 
@@ -88,6 +94,10 @@ def check_port(host: str, port: int) -> None:
     """Fail with a clear message when the port is taken; an SSH tunnel depends on the exact port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
+        # The server (uvicorn) binds with SO_REUSEADDR, which lets it reuse a port whose old
+        # connections linger in TIME_WAIT/FIN_WAIT after a crash; the check must match it, or a
+        # restart is refused for a minute although the server itself would start.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as exc:
@@ -103,20 +113,37 @@ def main(argv: list[str] | None = None) -> None:
     auth = read_auth(args.auth)
     check_security(args, auth)
     check_port(args.host, args.port)
+    try:
+        _serve(args, auth)
+    except StudioError as exc:  # a start-up problem (unwritable outputs, a corrupt preload): one line
+        raise SystemExit(f"error: {exc}") from None
+
+
+def _serve(args: argparse.Namespace, auth) -> None:
+    from core.runs import ensure_writable_dir
+
+    outputs = ensure_writable_dir(Path(args.outputs), "--outputs")  # before the slow imports
+
+    from starlette.middleware import Middleware
 
     from core.service import Studio, StudioSettings
     from ui import build_ui
+    from ui.guard import HostGuard, HostPolicy, ThrottledLogin
 
+    per_user = bool(auth) and not args.shared_runs
     studio = Studio(StudioSettings(
         root=ROOT,
         models=Path(args.models),
-        outputs=Path(args.outputs),
+        outputs=outputs,
         device=args.device,
         dtype=args.dtype,
         preload=tuple(n for n in args.preload.split(",") if n.strip()),
+        per_user_runs=per_user,
     ))
     for warning in studio.startup_messages():
         print("warning:", warning, file=sys.stderr)
+    policy = HostPolicy.build(args.host, args.root_path, args.allowed_hosts.split(","), share=args.share)
+    guard = Middleware(HostGuard, policy=policy, outputs=studio.settings.outputs if per_user else None)
     demo, launch_kwargs = build_ui(studio)
     demo.queue(max_size=args.max_queue, default_concurrency_limit=1)
     print(f"CamI2V Studio on http://{args.host}:{args.port}{args.root_path or ''}/")
@@ -127,7 +154,8 @@ def main(argv: list[str] | None = None) -> None:
     demo.launch(
         server_name=args.host,
         server_port=args.port,
-        auth=auth,
+        auth=ThrottledLogin(auth) if auth else None,
+        app_kwargs={"middleware": [guard]},
         root_path=args.root_path,
         share=args.share,
         show_error=True,

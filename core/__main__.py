@@ -52,6 +52,40 @@ def _images(spec: str) -> list[Path]:
     return [p]
 
 
+def _result_names(images: list[Path]) -> dict[Path, str]:
+    """One distinct folder name per photo: the slug of its stem, or of its whole name when two
+    stems collide (room.jpg / room.png), with -2, -3... when even those collide (a b.png / a-b.png)."""
+    stems = [_slug(p.stem).lower() for p in images]
+    names: dict[Path, str] = {}
+    taken: set[str] = set()
+    for p, stem in zip(images, stems):
+        base = _slug(p.stem) if stems.count(stem) == 1 else _slug(p.name)
+        name, k = base, 2
+        while name.lower() in taken:
+            name, k = f"{base}-{k}", k + 1
+        taken.add(name.lower())
+        names[p] = name
+    return names
+
+
+def _result_dir(out: Path, name: str, preset: str, data: bytes) -> Path:
+    """out/<name>/<preset>, unless that folder already holds the result of another photo: then
+    the first free out/<name>-N/<preset> (an existing result is never replaced by a different one)."""
+    import hashlib
+
+    digest = hashlib.sha256(data).hexdigest()
+    k = 1
+    while True:
+        dest = out / (name if k == 1 else f"{name}-{k}") / _slug(preset)
+        try:
+            recorded = json.loads((dest / "run.json").read_text(encoding="utf-8"))["input"]["sha256"]
+        except (OSError, ValueError, KeyError, TypeError):
+            recorded = None
+        if (not dest.exists() or not any(dest.iterdir())) or recorded == digest:
+            return dest
+        k += 1
+
+
 def _parse_params(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
@@ -87,7 +121,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     from .service import CameraSpec, JobRequest, Studio, StudioSettings
 
-    out = Path(args.out).expanduser()
+    from .runs import ensure_writable_dir
+
+    out = ensure_writable_dir(Path(args.out).expanduser(), "--out")
     studio = Studio(StudioSettings(models=Path(args.models) if args.models else None, outputs=out / ".runs",
                                    device=args.device, dtype=args.dtype,
                                    rates_file=out / ".runs" / "cache" / "rates.json"))  # time-left estimates
@@ -103,6 +139,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     amount = args.amount
     distance = args.distance
     failures = 0
+    names = _result_names(images)
     for image_path in images:
         try:
             image = studio.load_image(image_path)
@@ -112,7 +149,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             failures += 1
             continue
         for preset in paths:
-            dest = out / _slug(image_path.stem) / _slug(preset)
+            dest = _result_dir(out, names[image_path], preset, data)
             request = JobRequest(
                 image=image, image_bytes=data, image_name=image_path.name, model=args.model,
                 camera=CameraSpec(mode="preset", preset=preset, amount=amount, distance=distance),
@@ -182,7 +219,9 @@ def cmd_study(args: argparse.Namespace) -> int:
         stage_params=studylib.parse_stage_params(args.stage_param), prompt=args.prompt,
         negative_prompt=args.negative_prompt, amount=args.amount, distance=args.distance,
         seconds=args.seconds)
-    out = Path(args.out).expanduser()
+    from .runs import ensure_writable_dir
+
+    out = ensure_writable_dir(Path(args.out).expanduser(), "--out")
     if args.slurm:
         options = studylib.SlurmOptions(
             job_name=args.job_name, partition=args.partition, gpus=args.gpus, cpus=args.cpus, mem=args.mem,

@@ -715,7 +715,11 @@ class CameraPath:
         return cls(w2c, intr, name)
 
     def save_realestate10k(self, path: str | Path, fps: float = 10.0) -> None:
-        Path(path).write_text(self.to_realestate10k(fps=fps))
+        """Write the RealEstate10K text atomically: a full disk is `OutOfDiskSpace` and leaves
+        neither a partial nor an empty file."""
+        from .runs import atomic_write_bytes
+
+        atomic_write_bytes(path, self.to_realestate10k(fps=fps).encode("utf-8"))
 
     @classmethod
     def load_realestate10k(cls, path: str | Path, name: str | None = None) -> "CameraPath":

@@ -50,6 +50,7 @@ The invisible one is a keyed spread-spectrum mark in the luminance of 8x8 blocks
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import functools
 import hashlib
@@ -70,7 +71,7 @@ import numpy as np
 from .clip import Clip
 from .errors import InputError, StudioError
 from .progress import Progress, ProgressFn, as_progress
-from .runs import RUN_JSON, Run, atomic_output, atomic_write_bytes, to_json_text
+from .runs import RUN_JSON, Run, atomic_output, atomic_write_bytes, outputs_root, to_json_text
 
 FORMATS: tuple[str, ...] = ("mp4", "gif", "frames", "camera-txt", "camera-json", "run-json", "metrics-json")
 FORMAT_LABELS: dict[str, str] = {
@@ -299,27 +300,79 @@ def detect_file(
     return detect(read_video(path, max_frames=max_frames), key, payload=payload)
 
 
-def installation_key(outputs: str | os.PathLike) -> bytes:
-    """This installation's secret watermark key: `<outputs>/.watermark-key` (32 random bytes as
-    hex), created on first use with owner-only permissions."""
-    path = Path(outputs) / KEY_FILE
-    if path.is_file():
-        text = path.read_text(encoding="ascii", errors="replace").strip()
-        try:
-            key = bytes.fromhex(text)
-        except ValueError:
-            raise StudioError(f"{path} is damaged (expected hex); delete it to make a new key.") from None
-        if len(key) >= 16:
-            return key
+def private_dir(outputs: str | os.PathLike) -> Path:
+    """The installation's private state folder: ``<parent>/.<outputs name>-private`` beside the
+    outputs folder, never inside it (the outputs folder is served over HTTP), mode 700."""
+    outputs = Path(outputs).resolve()
+    folder = outputs.parent / f".{outputs.name}-private"
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        os.chmod(folder, 0o700)
+    except OSError:  # pragma: no cover - filesystems without POSIX modes
+        pass
+    return folder
+
+
+def key_path(outputs: str | os.PathLike) -> Path:
+    """Where the watermark key of the installation writing to `outputs` lives (see private_dir)."""
+    return private_dir(outputs) / KEY_FILE.lstrip(".")
+
+
+def _read_key(path: Path) -> bytes:
+    text = path.read_text(encoding="ascii", errors="replace").strip()
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise StudioError(f"{path} is damaged (expected hex); delete it to make a new key.") from None
+    if len(key) < 16:
         raise StudioError(f"{path} is too short; delete it to make a new key.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_bytes(32)
-    atomic_write_bytes(path, key.hex().encode("ascii") + b"\n")
+    return key
+
+
+def _publish_once(path: Path, data: bytes) -> bool:
+    """Create `path` with `data` (mode 600) unless it exists: written to a private temporary,
+    then hard-linked into place, so the file appears complete or not at all and exactly one of
+    several concurrent creators wins. True when this call created it."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def installation_key(outputs: str | os.PathLike) -> bytes:
+    """This installation's secret watermark key (32 random bytes, stored as hex, mode 600) in
+    the private folder beside `outputs` (see `private_dir`), created on first use.
+
+    Creation is atomic: concurrent first exports all end up with the one key that was linked
+    into place first. A key left by older versions inside the served outputs folder
+    (``<outputs>/.watermark-key``) is moved to the private folder, so earlier marks still verify.
+    """
+    path = key_path(outputs)
+    legacy = Path(outputs) / KEY_FILE
+    if not path.is_file() and legacy.is_file():
+        _publish_once(path, _read_key(legacy).hex().encode("ascii") + b"\n")
+    if legacy.is_file() and path.is_file():
+        # never leave a secret in an HTTP-readable folder
+        with contextlib.suppress(FileNotFoundError):
+            legacy.unlink()
+    if not path.is_file():
+        _publish_once(path, secrets.token_bytes(32).hex().encode("ascii") + b"\n")
     try:
         os.chmod(path, 0o600)
     except OSError:  # pragma: no cover - filesystems without POSIX modes
         pass
-    return key
+    return _read_key(path)
 
 
 # --------------------------------------------------------------------------- visible mark
@@ -503,8 +556,8 @@ def _chain_clip(run: Run, name: str) -> Clip:
 
     files = run.data["chains"][name].get("files") or {}
     if files.get("png") and (run.dir / files["png"]).is_dir():
-        return video.read_video(run.dir / files["png"])
-    clip = video.read_video(run.dir / files["mp4"])
+        return video.read_video(run.dir / files["png"], max_pixels=None)  # our own output, bounded at creation
+    clip = video.read_video(run.dir / files["mp4"], max_pixels=None)
     fps = ((run.data["chains"][name].get("metrics") or {}).get("fps"))
     return Clip(clip.frames, float(fps)) if fps else clip
 
@@ -526,7 +579,7 @@ def _resolve_key(wm: Watermark | None, key: str | bytes | None, run: Run) -> byt
         return _key_bytes(key)
     if wm.key is not None:
         return _key_bytes(wm.key)
-    return installation_key(run.root)
+    return installation_key(outputs_root(run.root))  # the key is per installation, not per user
 
 
 def _clip_frames(run: Run) -> int | None:

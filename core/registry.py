@@ -45,6 +45,16 @@ from typing import Any, Iterable, Mapping
 from .errors import ConfigError, WeightsMissing
 
 KINDS = ("generator", "captioner", "denoiser", "upscaler", "interpolator")
+# The kind each known implementation provides: an entry claiming another can never work, so it is
+# refused when models.json is read rather than when a job first uses it. Unknown variants are
+# left to the code that builds them (it names the entry then).
+VARIANT_KINDS = {
+    "kenburns": "generator", "cami2v": "generator", "svd": "generator",
+    "nlmeans": "denoiser", "fastdvdnet": "denoiser",
+    "lanczos": "upscaler", "upscale-a-video": "upscaler",
+    "qwen2-vl": "captioner",
+    "dis-interp": "interpolator", "rife": "interpolator",
+}
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _BLOB_RE = re.compile(r"^[0-9a-f]{40}$")
@@ -139,6 +149,9 @@ class Registry:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}).") from None
+        except RecursionError:
+            # a file of thousands of nested brackets; no registry is nested more than a few levels
+            raise ConfigError(f"{path}: nested too deeply to be a model registry.") from None
         return cls.from_dict(data, root=Path(root) if root else path.resolve().parent, source=str(path))
 
     @classmethod
@@ -267,6 +280,8 @@ def _parse_entry(source: str, name: Any, raw: Any) -> ModelEntry:
     if kind not in KINDS:
         raise _err(source, name, "kind", f"must be one of {', '.join(KINDS)}, got {kind!r}")
     variant = _get(source, name, raw, "variant", str)
+    if variant in VARIANT_KINDS and VARIANT_KINDS[variant] != kind:
+        raise _err(source, name, "kind", f"variant {variant!r} is a {VARIANT_KINDS[variant]}, not a {kind}")
     label = _get(source, name, raw, "label", str, default=name)
     requires = _get(source, name, raw, "requires", list, default=[])
     for i, r in enumerate(requires):

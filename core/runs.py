@@ -70,6 +70,30 @@ INPUT_EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "BMP": ".bmp
 
 FreeSpaceFn = Callable[[Path], int]
 
+# With per-user runs, each authenticated user's runs live in <outputs>/users/<user_folder(name)>/.
+USERS_DIR = "users"
+# Hidden temporaries of `atomic_output` (and of the key writer): ".<stem>.<8 hex>.part<suffix>".
+_PART_RE = re.compile(r"^\..+\.[0-9a-f]{8}\.part(\.[^/]*)?$")
+
+# Runs whose failure could not be written to run.json (a full disk): run dir -> (status, error).
+# Listing and opening consult it, so the run shows as failed while this process lives; the
+# file is rewritten as soon as a later listing finds space again.
+_UNSAVED: dict[Path, tuple[str, str]] = {}
+_UNSAVED_LOCK = threading.Lock()
+
+
+def user_folder(user: str) -> str:
+    """The folder name of a user's runs: a readable slug of the name plus a hash of it, so two
+    names never share a folder and no name (with '/', '..', unicode) becomes a path."""
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", str(user)).strip("-")[:32] or "user"
+    return f"{slug}-{hashlib.sha256(str(user).encode('utf-8')).hexdigest()[:10]}"
+
+
+def outputs_root(runs_root: str | os.PathLike) -> Path:
+    """The outputs folder a runs root belongs to (itself, or two levels up for a user's runs)."""
+    root = Path(runs_root)
+    return root.parent.parent if root.parent.name == USERS_DIR else root
+
 
 # --------------------------------------------------------------------------- file primitives
 
@@ -104,6 +128,23 @@ def check_free_space(
             f"{_mb(needed_bytes + min_free_bytes)} needed; free some space or choose another outputs folder."
         )
     return free
+
+
+def ensure_writable_dir(folder: str | os.PathLike, what: str = "The outputs folder") -> Path:
+    """Create `folder` if needed and prove a file can be written in it; otherwise one-line
+    InputError naming the folder and why (a file in the way, no permission, read-only disk)."""
+    folder = Path(folder).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test.{secrets.token_hex(4)}"
+        with open(probe, "wb") as fh:
+            fh.write(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        if _is_disk_full(exc):
+            raise OutOfDiskSpace(f"{what} {folder} is on a full disk; free some space or choose another.") from None
+        raise InputError(f"{what} {folder} is not writable ({exc.strerror or exc}); choose another.") from None
+    return folder
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -543,6 +584,18 @@ class Run:
         except Exception:  # the disk may be full; run.json keeps its last complete state
             with self._lock:
                 self.data["status"], self.data["error"] = status, msg
+            with _UNSAVED_LOCK:
+                _UNSAVED[self.dir] = (status, msg)
+
+    @property
+    def effective_status(self) -> str:
+        """The status to show: run.json's, except "interrupted" for a run still marked running
+        whose process on this host is gone, and the unsaved failure of a run on a full disk."""
+        with _UNSAVED_LOCK:
+            unsaved = _UNSAVED.get(self.dir)
+        if unsaved is not None and self.status == "running":
+            return unsaved[0]
+        return _live_status(self.data)
 
 
     def _has_finished_segments(self) -> bool:
@@ -596,6 +649,58 @@ class RunSummary:
         }
 
 
+def _live_status(data: Mapping[str, Any]) -> str:
+    status = data.get("status", "running")
+    pid = data.get("pid")
+    if status == "running" and data.get("host") == socket.gethostname() and isinstance(pid, int) \
+            and pid != os.getpid() and not _pid_alive(pid):
+        return "interrupted"
+    return status
+
+
+def _resolve_unsaved(path: Path, data: dict[str, Any], status: str, error: str | None) -> tuple[str, str | None]:
+    """The failure of a run that could not be saved (see _UNSAVED); written now when possible."""
+    with _UNSAVED_LOCK:
+        unsaved = _UNSAVED.get(path)
+    if unsaved is None:
+        return status, error
+    data = {**data, "status": unsaved[0], "error": unsaved[1], "updated": _iso(_utcnow())}
+    try:
+        atomic_write_json(path / RUN_JSON, data)
+    except Exception:  # still no space: keep showing the failure from memory
+        return unsaved
+    with _UNSAVED_LOCK:
+        _UNSAVED.pop(path, None)
+    return unsaved
+
+
+def clean_stale_temporaries(root: str | os.PathLike) -> list[Path]:
+    """Remove the hidden `.part` temporaries left in run folders under `root` (and its users'
+    folders) by a process that died (kill -9, power loss): only in runs no live process on this
+    host owns. Returns what was removed."""
+    root = Path(root)
+    roots = [root] + (sorted(p for p in (root / USERS_DIR).iterdir() if p.is_dir())
+                      if (root / USERS_DIR).is_dir() else [])
+    removed = []
+    me = os.getpid()
+    for r in roots:
+        for run_dir in (p for p in r.iterdir() if p.is_dir() and RUN_ID_RE.match(p.name)):
+            try:
+                data = json.loads((run_dir / RUN_JSON).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                data = {}
+            pid = data.get("pid") if isinstance(data, dict) else None
+            if isinstance(data, dict) and data.get("status") == "running" and (
+                    data.get("host") != socket.gethostname()
+                    or (isinstance(pid, int) and (pid == me or _pid_alive(pid)))):
+                continue  # a live job (here or on another node) may be writing these right now
+            for p in run_dir.iterdir():
+                if _PART_RE.match(p.name):
+                    _remove(p)
+                    removed.append(p)
+    return removed
+
+
 def list_runs(root: str | os.PathLike, *, limit: int | None = None) -> list[RunSummary]:
     """Runs under `root`, newest first. Never raises for a bad run folder: a missing or corrupt
     run.json is listed with status "damaged". Folders whose names are not run ids are ignored."""
@@ -605,7 +710,6 @@ def list_runs(root: str | os.PathLike, *, limit: int | None = None) -> list[RunS
     ids = sorted((p.name for p in root.iterdir() if p.is_dir() and RUN_ID_RE.match(p.name)), reverse=True)
     if limit is not None:
         ids = ids[:limit]
-    host = socket.gethostname()
     out = []
     for run_id in ids:
         path = root / run_id
@@ -617,11 +721,10 @@ def list_runs(root: str | os.PathLike, *, limit: int | None = None) -> list[RunS
             reason = "no run.json" if not (path / RUN_JSON).exists() else str(exc)
             out.append(RunSummary(run_id, path, "damaged", error=reason))
             continue
-        status = data["status"]
-        pid = data.get("pid")
-        if status == "running" and data.get("host") == host and isinstance(pid, int) and pid != os.getpid():
-            if not _pid_alive(pid):
-                status = "interrupted"
+        status = _live_status(data)
+        error = data.get("error")
+        if status == "running":
+            status, error = _resolve_unsaved(path, data, status, error)
         inp = data.get("input") if isinstance(data.get("input"), dict) else {}
         chains = data.get("chains") if isinstance(data.get("chains"), dict) else {}
         out.append(
@@ -631,7 +734,7 @@ def list_runs(root: str | os.PathLike, *, limit: int | None = None) -> list[RunS
                 status,
                 created=data.get("created"),
                 updated=data.get("updated"),
-                error=data.get("error"),
+                error=error,
                 chains=list(chains),
                 input_file=inp.get("file"),
                 data=data,

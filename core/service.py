@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from . import camera as cam
+from . import limits
 from .clip import Clip
 from .errors import ConfigError, InputError, StudioError, Unavailable
 from . import longshot
@@ -102,6 +103,9 @@ class StudioSettings:
     free_space_fn: Callable[[Path], int] | None = None
     # Where measured speeds (for time-left estimates) are kept across restarts; None: memory only.
     rates_file: Path | None = None
+    # True (the dashboard with --auth, unless --shared-runs): each user's runs go to, and are
+    # listed and opened only from, <outputs>/users/<user folder>/ (see Studio.runs_root).
+    per_user_runs: bool = False
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -230,6 +234,7 @@ class Studio:
         self.jobs = JobRegistry()
         self._rates = None  # core.eta.RateBook, created on first job
         self._captioner_cache = None
+        self._clean_stale_files()
 
     # -- set-up ---------------------------------------------------------------------------
     def _load_registry(self) -> Registry:
@@ -240,8 +245,32 @@ class Studio:
         except ConfigError as exc:
             self._messages.append(f"{exc} Only the built-in models (no weights needed) are offered.")
             return builtin
+        try:
+            _check_builtin_defaults(reg)
+        except ConfigError as exc:
+            self._messages.append(f"{exc} Only the built-in models (no weights needed) are offered.")
+            return builtin
         missing = [e for e in builtin if e.name not in reg]
         return Registry(list(reg) + missing, root=reg.root, source=reg.source) if missing else reg
+
+    def _clean_stale_files(self) -> None:
+        """Hidden temporaries a killed process left in run folders go at start-up."""
+        from .runs import clean_stale_temporaries
+
+        if self.settings.outputs.is_dir():
+            try:
+                clean_stale_temporaries(self.settings.outputs)
+            except OSError as exc:  # an unreadable folder must not stop the service
+                self._messages.append(f"Could not clean temporary files in {self.settings.outputs}: {exc}")
+
+    def runs_root(self, user: str | None = None) -> Path:
+        """Where `user`'s runs live: the outputs folder, or with per-user runs and a user name,
+        <outputs>/users/<user folder>/."""
+        from .runs import USERS_DIR, user_folder
+
+        if not self.settings.per_user_runs or not user:
+            return self.settings.outputs
+        return self.settings.outputs / USERS_DIR / user_folder(user)
 
     def startup_messages(self) -> list[str]:
         """Problems found at start-up that the user should see (e.g. a broken models.json)."""
@@ -281,10 +310,12 @@ class Studio:
             try:
                 if e.kind == "generator":
                     g = self._construct_generator(e)
+                    _check_defaults(self.registry, e, g.param_specs())
                     extra = dict(is_ai=g.is_ai, camera_control=g.camera_control, width=g.width, height=g.height,
                                  num_frames=g.num_frames, fps=g.fps, params=tuple(g.param_specs()))
                 elif e.kind in STAGE_KINDS:
                     s = self._construct_stage(e)
+                    _check_defaults(self.registry, e, s.param_specs())
                     extra = dict(role=s.role, params=tuple(s.param_specs()))
             except StudioError as exc:
                 av = Availability(False, str(exc))
@@ -380,8 +411,9 @@ class Studio:
         """Decode an uploaded photo: (H, W, 3) uint8 RGB, EXIF-oriented; clear InputError otherwise."""
         from .video import load_image
 
-        return load_image(source, max_megapixels=self.settings.max_megapixels,
-                          max_bytes=self.settings.max_image_bytes)
+        # the size and shape rules of a job apply at upload, so no caller ever draws a 1x1 photo
+        return _check_image(load_image(source, max_megapixels=self.settings.max_megapixels,
+                                       max_bytes=self.settings.max_image_bytes))
 
     def camera_path(self, spec: CameraSpec | cam.CameraPath, model: str = "kenburns",
                     num_frames: int | None = None) -> cam.CameraPath:
@@ -396,9 +428,11 @@ class Studio:
             return cam.preset_path(spec.preset, num_frames=n, amount=spec.amount, distance=spec.distance,
                                    aspect=aspect, easing=spec.easing)
         if spec.mode == "keyframes":
+            limits.check_rows(len(spec.keyframes), "The keyframe table", limits.MAX_KEYFRAMES)
             kfs = [cam.Keyframe.from_dict(k) for k in spec.keyframes]
             return cam.keyframe_path(kfs, num_frames=n, aspect=aspect)
         if spec.mode == "waypoints":
+            limits.check_rows(len(spec.waypoints), "The waypoints", limits.MAX_WAYPOINTS)
             return cam.waypoint_path(spec.waypoints, num_frames=n, depth=spec.depth, aspect=aspect)
         if spec.mode == "file":
             path = cam.CameraPath.from_realestate10k(spec.text)
@@ -448,7 +482,7 @@ class Studio:
         its end (or until `cancel`) whoever follows it; `follow` streams its events."""
         name = request.image_name or "photo"
         return self.jobs.submit(
-            lambda ctx: self.run_job(request, job_id=ctx.job_id, on_progress=ctx.report),
+            lambda ctx: self.run_job(request, job_id=ctx.job_id, on_progress=ctx.report, user=user),
             kind="walkthrough", title=f"{request.model} · {_basename(name)}", user=user)
 
     def submit(self, body, *, kind: str, title: str = "", user: str | None = None) -> str:
@@ -481,7 +515,8 @@ class Studio:
 
     def run_job(self, request: JobRequest, progress: ProgressFn | None = None,
                 job_id: str | None = None,
-                on_progress: Callable[[ProgressUpdate], None] | None = None) -> Iterator[JobEvent]:
+                on_progress: Callable[[ProgressUpdate], None] | None = None,
+                user: str | None = None) -> Iterator[JobEvent]:
         """Generate and post-process one walkthrough, yielding an event after each product.
 
         Progress comes from a timeline of the job's steps (core.eta): `progress(fraction,
@@ -518,14 +553,15 @@ class Studio:
             path = self.camera_path(request.camera, request.model, length.num_frames if length else None)
             seed = _check_seed(request.seed)
             stage_params = {k: dict(v) for k, v in request.stage_params.items() if k in stages}
+            _check_job_size(request.model, generator, params, path, chain_texts, roles, stages, stage_params)
             for name, stage in stages.items():
                 # a text-guided stage (Upscale-A-Video) describes the clip with the job's prompt
                 if request.prompt and any(p.name == "prompt" for p in stage.param_specs()) \
                         and not stage_params.get(name, {}).get("prompt"):
                     stage_params.setdefault(name, {})["prompt"] = request.prompt
 
-            run = self._reopen_run(request.resume_run) if request.resume_run else \
-                Run.create(self.settings.outputs, kind="walkthrough", min_free_bytes=self.settings.min_free_bytes,
+            run = self._reopen_run(request.resume_run, user) if request.resume_run else \
+                Run.create(self.runs_root(user), kind="walkthrough", min_free_bytes=self.settings.min_free_bytes,
                              free_space_fn=self.settings.free_space_fn,
                              params={
                                  **({"length": {**length.to_dict(), "save_frames": request.save_frames,
@@ -826,23 +862,23 @@ class Studio:
 
     # -- long shots: resume a partial run ------------------------------------------------
     def resume(self, run_id: str, progress: ProgressFn | None = None,
-               job_id: str | None = None) -> Iterator[JobEvent]:
+               job_id: str | None = None, user: str | None = None) -> Iterator[JobEvent]:
         """Continue partial long-shot run `run_id` in its own folder from its last finished
         segment; yields the same events as `run_job` and the same frames an uninterrupted run
         gives (same request, seeds and saved conditioning frames)."""
-        run = self.open_run(run_id)
+        run = self.open_run(run_id, user)
         fields = longshot.resume_fields(run)
         inp = (run.data.get("input") or {}).get("file")
         if not inp:
             raise InputError(f"Run {run_id} has no saved input photo to resume from.")
         image = self.load_image(run.dir / inp)
-        return self.run_job(JobRequest(image, **fields), progress, job_id)
+        return self.run_job(JobRequest(image, **fields), progress, job_id, user=user)
 
-    def _reopen_run(self, run_id: str):
+    def _reopen_run(self, run_id: str, user: str | None = None):
         """A partial run reopened for `resume`, marked running again by this process."""
         from .runs import Run
 
-        run = Run.open(self.settings.outputs, run_id, min_free_bytes=self.settings.min_free_bytes,
+        run = Run.open(self.runs_root(user), run_id, min_free_bytes=self.settings.min_free_bytes,
                        free_space_fn=self.settings.free_space_fn)
         if run.status == "complete":
             raise InputError(f"Run {run_id} is complete; there is nothing to resume.")
@@ -889,15 +925,17 @@ class Studio:
                                                                        info={**result.info, "fps": clip.fps})
 
     # -- history --------------------------------------------------------------------------
-    def list_runs(self, limit: int | None = 50):
+    def list_runs(self, limit: int | None = 50, user: str | None = None):
+        """`user`'s runs (everyone's without per-user runs), newest first."""
         from .runs import list_runs
 
-        return list_runs(self.settings.outputs, limit=limit)
+        return list_runs(self.runs_root(user), limit=limit)
 
-    def open_run(self, run_id: str):
+    def open_run(self, run_id: str, user: str | None = None):
+        """One of `user`'s runs; another user's run id is "no such run" (InputError)."""
         from .runs import Run
 
-        return Run.open(self.settings.outputs, run_id)
+        return Run.open(self.runs_root(user), run_id)
 
 
 # --------------------------------------------------------------------------------- helpers
@@ -952,6 +990,46 @@ def _check_image(image: Any) -> np.ndarray:
         # Covering a video frame with such a strip would blow it up to gigabytes.
         raise InputError(f"The photo is {w}x{h}, more than {MAX_ASPECT}:1; crop it to a less extreme shape.")
     return image
+
+
+def _check_builtin_defaults(reg: Registry) -> None:
+    """ConfigError naming the entry when the defaults of a weight-free entry (kenburns,
+    nlmeans, lanczos: cheap to build) are out of range, e.g. a width of 99999."""
+    for e in reg:
+        if e.variant not in ("kenburns", "nlmeans", "lanczos") or not e.defaults:
+            continue
+        if e.variant == "kenburns":
+            from .generators.kenburns import KenBurnsGenerator
+
+            specs = KenBurnsGenerator().param_specs()
+        else:
+            specs = chainlib.create_stage(e.variant).param_specs()
+        _check_defaults(reg, e, specs)
+
+
+def _check_defaults(reg: Registry, e: ModelEntry, specs: Sequence[ParamSpec]) -> None:
+    """ConfigError naming the entry when its models.json defaults do not fit its parameters."""
+    try:
+        resolve_params(specs, None, e.defaults)
+    except StudioError as exc:
+        raise ConfigError(f"{reg.source}: entry {e.name!r}, field 'defaults': {exc}") from None
+
+
+def _check_job_size(model: str, generator: Generator, params: Mapping[str, Any], path: cam.CameraPath,
+                    chain_texts: Sequence[str], roles: Mapping[str, str], stages: Mapping[str, Stage],
+                    stage_params: Mapping[str, Mapping[str, Any]]) -> None:
+    """Refuse, before anything runs, a job whose generated clip or any chain's output would not
+    fit in memory (sizes from the generator's parameters and each stage's scale factor)."""
+    w = int(params.get("width") or generator.width)
+    h = int(params.get("height") or generator.height)
+    n = int(params.get("num_frames") or (path.num_frames if generator.camera_control else generator.num_frames))
+    limits.check_clip_size(w, h, n, f"The clip of {model}")
+    chains = []
+    for text in chain_texts:
+        names = chainlib.parse_chain(text, roles, extra=tuple(stages)) if text != "none" else ()
+        picked = [stages[s] for s in names]
+        chains.append((text, picked, [resolve_params(st.param_specs(), stage_params.get(st.name)) for st in picked]))
+    limits.check_chain_outputs(w, h, n, chains)
 
 
 def _check_seed(seed: Any) -> int:

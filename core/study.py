@@ -856,7 +856,17 @@ def zip_study(out: str | os.PathLike, *, include_videos: bool = True) -> Path:
     ``videos/cell-<index>-chain-<k>.mp4`` listed in ``videos/index.csv``."""
     out = Path(out)
     state = load_state(out) or {"cells": {}}
-    runs_root = (out / state.get("runs", RUNS_DIR)).resolve()
+    inside = out.resolve()
+
+    def packable(p: Path) -> bool:
+        # a cell's JSON names its files; only what really lies inside the study folder (after
+        # resolving "..", absolute paths and symlinks) may be packed
+        try:
+            return p.resolve().is_relative_to(inside) and p.is_file()
+        except (OSError, ValueError):
+            return False
+
+    runs_root = out / str(state.get("runs", RUNS_DIR))
     target = out / ZIP_FILE
     index_rows = [("file", "photo", "path", "chain", "run_id")]
     with atomic_output(target) as tmp:
@@ -865,12 +875,14 @@ def zip_study(out: str | os.PathLike, *, include_videos: bool = True) -> Path:
                 if (out / name).is_file():
                     zf.write(out / name, arcname=name)
             for entry, record in _records(out, state):
-                zf.write(out / entry["file"], arcname=entry["file"])
+                if not packable(out / str(entry["file"])):
+                    continue
+                zf.write(out / entry["file"], arcname=(out / entry["file"]).resolve().relative_to(inside).as_posix())
                 if not include_videos:
                     continue
                 for k, (chain, c) in enumerate(record["chains"].items()):
                     video = runs_root / str(c.get("video", ""))
-                    if c.get("video") and video.is_file():
+                    if c.get("video") and packable(video):
                         arc = f"videos/cell-{int(record['index']):03d}-chain-{k:02d}.mp4"
                         zf.write(video, arcname=arc, compress_type=zipfile.ZIP_STORED)
                         index_rows.append((arc, record["photo"], record["path"], chain, record.get("run_id")))

@@ -39,6 +39,7 @@ import numpy as np
 
 from .clip import Clip
 from .errors import InputError
+from .limits import MAX_VIDEO_PIXELS, check_video_pixels
 from .progress import Progress, ProgressFn, as_progress
 from .runs import atomic_output
 
@@ -215,23 +216,26 @@ def write_png_frames(
 # --------------------------------------------------------------------------- reading videos
 
 
-def read_video(path: str | os.PathLike, *, fps: float | None = None, max_frames: int | None = None) -> Clip:
+def read_video(path: str | os.PathLike, *, fps: float | None = None, max_frames: int | None = None,
+               max_pixels: int | None = MAX_VIDEO_PIXELS) -> Clip:
     """Decode a video file or a PNG frame folder into a Clip ((T, H, W, 3) uint8 RGB).
 
     mp4/mov/mkv/webm/m4v/avi: ffmpeg (imageio-ffmpeg), fps from the container. GIF: PIL, fps
     from the shortest frame delay (longer frames are repeated). A folder: ``frame-NNNN.png`` files in numeric order (any
     ``*.png`` if there are none), fps from ``frames.json``, else `DEFAULT_PNG_FPS`. `fps`
-    overrides the detected rate; max_frames keeps only the first frames.
+    overrides the detected rate; max_frames keeps only the first frames. max_pixels (None: no
+    limit) caps width x height x frames: checked from the container header (or the GIF/PNG
+    headers) before any frame is decoded, and again while decoding (a header can understate).
     """
     path = Path(path)
     if not path.exists():
         raise InputError(f"Video not found: {path}")
     if path.is_dir():
-        frames, detected = _read_png_folder(path, max_frames)
+        frames, detected = _read_png_folder(path, max_frames, max_pixels)
     elif path.suffix.lower() == ".gif":
-        frames, detected = _read_gif(path, max_frames)
+        frames, detected = _read_gif(path, max_frames, max_pixels)
     elif path.suffix.lower() in VIDEO_EXTENSIONS:
-        frames, detected = _read_ffmpeg(path, max_frames)
+        frames, detected = _read_ffmpeg(path, max_frames, max_pixels)
     else:
         raise InputError(f"Unsupported video type {path.suffix or '(none)'} for {path.name}; use mp4, gif or a PNG folder.")
     if not frames:
@@ -245,7 +249,18 @@ def read_video(path: str | os.PathLike, *, fps: float | None = None, max_frames:
     return Clip(np.ascontiguousarray(np.stack(frames)), rate)
 
 
-def _read_ffmpeg(path: Path, max_frames: int | None) -> tuple[list[np.ndarray], float]:
+def _header_frames(meta: dict[str, Any], max_frames: int | None) -> int:
+    """Frame count announced by a container header (nframes, else duration x fps)."""
+    n = meta.get("nframes")
+    if not (isinstance(n, (int, float)) and math.isfinite(n) and n > 0):
+        duration, rate = float(meta.get("duration") or 0.0), float(meta.get("fps") or 0.0)
+        n = math.ceil(duration * rate) if math.isfinite(duration * rate) and duration * rate > 0 else 1
+    n = int(n)
+    return min(n, max_frames) if max_frames is not None else n
+
+
+def _read_ffmpeg(path: Path, max_frames: int | None,
+                 max_pixels: int | None = None) -> tuple[list[np.ndarray], float]:
     import imageio.v2 as imageio
 
     try:
@@ -254,11 +269,19 @@ def _read_ffmpeg(path: Path, max_frames: int | None) -> tuple[list[np.ndarray], 
         raise InputError(f"Cannot decode {path.name} as a video: {_first_line(exc)}") from exc
     frames = []
     try:
-        fps = float(reader.get_meta_data().get("fps") or 0.0)
+        meta = reader.get_meta_data()
+        fps = float(meta.get("fps") or 0.0)
+        w, h = (int(v) for v in (meta.get("size") or (0, 0)))
+        if max_pixels is not None:
+            check_video_pixels(w, h, _header_frames(meta, max_frames), path.name, max_pixels)
         for frame in reader:
             frames.append(np.asarray(frame, dtype=np.uint8)[..., :3])
+            if max_pixels is not None:
+                check_video_pixels(w, h, len(frames), path.name, max_pixels)
             if max_frames is not None and len(frames) >= max_frames:
                 break
+    except InputError:
+        raise
     except Exception as exc:
         raise InputError(f"Cannot decode {path.name} as a video: {_first_line(exc)}") from exc
     finally:
@@ -266,17 +289,23 @@ def _read_ffmpeg(path: Path, max_frames: int | None) -> tuple[list[np.ndarray], 
     return frames, fps
 
 
-def _read_gif(path: Path, max_frames: int | None) -> tuple[list[np.ndarray], float]:
+def _read_gif(path: Path, max_frames: int | None,
+              max_pixels: int | None = None) -> tuple[list[np.ndarray], float]:
     from PIL import Image, ImageSequence
 
     frames: list[np.ndarray] = []
     delays: list[float] = []
     try:
         with Image.open(path) as im:
+            if max_pixels is not None:
+                n = int(getattr(im, "n_frames", 1))
+                check_video_pixels(im.size[0], im.size[1], min(n, max_frames or n), path.name, max_pixels)
             comment = im.info.get("comment") or b""
             for frame in ImageSequence.Iterator(im):
                 frames.append(np.asarray(frame.convert("RGB"), dtype=np.uint8))
                 delays.append(float(frame.info.get("duration") or 0.0))
+    except InputError:
+        raise
     except Exception as exc:
         raise InputError(f"Cannot decode {path.name} as a GIF: {_first_line(exc)}") from exc
     positive = [d for d in delays if d > 0]
@@ -288,11 +317,15 @@ def _read_gif(path: Path, max_frames: int | None) -> tuple[list[np.ndarray], flo
     # were all merged into one.
     m = re.search(rb"frame_delay_ms=(\d+)", comment if isinstance(comment, bytes) else b"")
     base = float(m.group(1)) if m and int(m.group(1)) > 0 else min(positive)
-    expanded = [f for f, d in zip(frames, delays) for _ in range(max(1, round(d / base)))]
-    return expanded[:max_frames], 1000.0 / base
+    expanded = [f for f, d in zip(frames, delays) for _ in range(max(1, round(d / base)))][:max_frames]
+    if max_pixels is not None and expanded:
+        # long delays repeat frames: the stacked clip is what must fit
+        check_video_pixels(expanded[0].shape[1], expanded[0].shape[0], len(expanded), path.name, max_pixels)
+    return expanded, 1000.0 / base
 
 
-def _read_png_folder(folder: Path, max_frames: int | None) -> tuple[list[np.ndarray], float]:
+def _read_png_folder(folder: Path, max_frames: int | None,
+                     max_pixels: int | None = None) -> tuple[list[np.ndarray], float]:
     numbered = sorted(
         ((int(m.group(1)), p) for p in folder.iterdir() if (m := _FRAME_RE.match(p.name))), key=lambda t: t[0]
     )
@@ -304,6 +337,8 @@ def _read_png_folder(folder: Path, max_frames: int | None) -> tuple[list[np.ndar
         img = cv2.imread(str(p), cv2.IMREAD_COLOR)
         if img is None:
             raise InputError(f"Cannot read frame {p.name} in {folder}.")
+        if max_pixels is not None and not frames:
+            check_video_pixels(img.shape[1], img.shape[0], len(files), folder.name, max_pixels)
         frames.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
     fps = 0.0
     meta = folder / FRAMES_META
@@ -347,7 +382,8 @@ def load_image(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(blob))
+            # Only the formats photos come in: never EPS/PS (Ghostscript) or exotic decoders.
+            im = Image.open(io.BytesIO(blob), formats=_photo_formats())
             w, h = im.size
             if w * h > max_megapixels * 1e6:
                 raise InputError(
@@ -355,6 +391,8 @@ def load_image(
                     "Downscale it first."
                 )
             im.load()
+            if im.format == "PNG" and not _png_complete(blob, w, h):
+                raise InputError(f"{name} is truncated: its pixel data stops before the last row.")
             im = ImageOps.exif_transpose(im)
     except InputError:
         raise
@@ -368,6 +406,66 @@ def load_image(
         return _to_rgb8(im)
     except (OSError, ValueError) as exc:
         raise InputError(f"{name}: cannot convert mode {im.mode} to RGB: {_first_line(exc)}") from exc
+
+
+PHOTO_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "TIFF", "BMP", "GIF")
+
+
+def _photo_formats() -> list[str]:
+    """PIL format names accepted for photos; HEIF/HEIC when pillow-heif is installed."""
+    formats = list(PHOTO_FORMATS)
+    try:  # optional: phones' HEIC photos
+        import pillow_heif  # type: ignore
+
+        pillow_heif.register_heif_opener()
+        formats.append("HEIF")
+    except Exception:
+        pass
+    from PIL import Image
+
+    Image.init()  # registers every plugin, so each name below resolves
+    return [f for f in formats if f in Image.OPEN]
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _png_complete(blob: bytes, width: int, height: int) -> bool:
+    """Whether a PNG's image data inflates to every row the header promises. PIL fills rows
+    missing from a short (but well-formed) zlib stream with black and reports no error, so the
+    count is made here, streaming (no buffer of the image's size)."""
+    import struct
+    import zlib
+
+    if len(blob) < 33 or blob[12:16] != b"IHDR":
+        return True  # not a plain PNG layout; PIL's own checks apply
+    depth, ctype, interlace = blob[24], blob[25], blob[28]
+    bits = depth * _PNG_CHANNELS.get(ctype, 4)
+
+    def rows_bytes(w: int, h: int) -> int:
+        return h * (1 + (w * bits + 7) // 8) if w and h else 0
+
+    if interlace:
+        expected = sum(rows_bytes((width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy)
+                       for x0, y0, dx, dy in _ADAM7)
+    else:
+        expected = rows_bytes(width, height)
+    inflater, got, pos = zlib.decompressobj(), 0, 8
+    try:
+        while pos + 8 <= len(blob) and got < expected:
+            n, kind = struct.unpack(">I4s", blob[pos:pos + 8])
+            if kind == b"IDAT":
+                data = blob[pos + 8:pos + 8 + n]
+                while data and got < expected:
+                    got += len(inflater.decompress(data, 1 << 20))
+                    data = inflater.unconsumed_tail
+            elif kind == b"IEND":
+                break
+            pos += 12 + n
+    except zlib.error:
+        return False
+    return got >= expected
 
 
 def _read_source(source: Any, max_bytes: int) -> tuple[str, bytes]:

@@ -181,8 +181,9 @@ def test_invisible_mark_is_faint_and_keyed(run):
 def test_installation_key_is_private_and_stable(tmp_path):
     k1 = exports.installation_key(tmp_path)
     assert len(k1) == 32 and exports.installation_key(tmp_path) == k1
-    mode = os.stat(tmp_path / exports.KEY_FILE).st_mode
+    mode = os.stat(exports.key_path(tmp_path)).st_mode
     assert not mode & (stat.S_IRGRP | stat.S_IROTH)
+    assert not (tmp_path / exports.KEY_FILE).exists()  # nothing secret inside the served folder
 
 
 def test_export_panel_downloads_a_watermarked_zip(studio, run, tmp_path, monkeypatch):

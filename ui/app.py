@@ -22,6 +22,7 @@ import numpy as np
 from gradio.data_classes import FileData
 from PIL import Image, ImageDraw
 
+from core import apiargs, limits
 from core import camera as cam
 from core import metrics as metriclib
 from core.errors import StudioError
@@ -123,6 +124,11 @@ def _error(exc: BaseException) -> gr.Error:
     return gr.Error(f"Unexpected error ({type(exc).__name__}: {exc}). Details are in the server log.")
 
 
+def _user(request: gr.Request | None) -> str | None:
+    """The logged-in user name of a request (None without --auth)."""
+    return getattr(request, "username", None) if request is not None else None
+
+
 def adherence_markdown(a: dict[str, Any]) -> str:
     """One line on how well the video follows the requested camera path."""
     if not a.get("available"):
@@ -144,6 +150,7 @@ def _rows_to_keyframes(rows: Any) -> tuple[dict[str, Any], ...]:
     if rows is None:
         return ()
     values = rows.values.tolist() if hasattr(rows, "values") else list(rows)
+    limits.check_rows(len(values), "The keyframe table", limits.MAX_KEYFRAMES)  # before any row is read
     out = []
     for k, row in enumerate(values, 1):
         cells = [c for c in row]
@@ -483,7 +490,10 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             out = studio.settings.outputs / "camera-exports" / uuid.uuid4().hex[:12]
             out.mkdir(parents=True, exist_ok=True)
             f = out / f"camera-{safe_stem(path.name)}.txt"
-            path.save_realestate10k(f)
+            try:
+                path.save_realestate10k(f)  # atomic: a full disk leaves no empty file
+            except StudioError as exc:
+                raise _error(exc)
             return str(f)
 
         def do_caption(image, instructions, progress=gr.Progress()):
@@ -523,7 +533,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             return players_html(ps, note)
 
         # -- server-owned jobs: Generate submits, every page (and a reload) follows ---------
-        def follow_job(job_id, var, progress, since=0):
+        def follow_job(job_id, var, progress, since=0, user=None):
             """UI updates while following server job `job_id`: players, plots and table fill in as
             chains finish; the one progress bar (on the status line) shows stage, frame and ETA.
             Leaving the page stops only this follower, never the job."""
@@ -540,7 +550,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                 if ev.kind == "started":
                     state["run"] = ev.run_id
                     try:
-                        expected = len(studio.open_run(ev.run_id).data.get("params", {}).get("chains") or [])
+                        expected = len(studio.open_run(ev.run_id, user).data.get("params", {}).get("chains") or [])
                     except StudioError:
                         expected = 0
                     yield {status: f"Run `{ev.run_id}` started ({ev.message.partition('; ')[2] or 'running'})…",
@@ -557,7 +567,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                            table: md, results_state: state, downloads: list(files),
                            status: f"Run `{state['run']}`: {len(state['chains'])} of {expected or '?'} chain(s) ready…"}
                 elif ev.kind == "done":
-                    run = studio.open_run(ev.run_id)
+                    run = studio.open_run(ev.run_id, user)
                     extra = [str(run.path("metrics")), str(run.dir / "run.json"), str(run.path("camera"))]
                     yield {downloads: files + [f for f in extra if Path(f).exists()],
                            status: f"✅ Run `{ev.run_id}` complete: {len(state['chains'])} chain(s).",
@@ -567,7 +577,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                         if state["chains"] else ""
                     yield {status: f"❌ {ev.error or ev.message}{kept}"}
 
-        def run_generate(data, request: gr.Request, progress=gr.Progress()):
+        def run_generate(data, request: gr.Request = None, progress=gr.Progress()):
             name = data[model]
             image = data[photo_state]
             if image is None:
@@ -593,7 +603,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             except BaseException as exc:
                 raise _error(exc)
             yield {job_state: job, status: "Submitted…", players: players_html([], "Generating…")}
-            yield from follow_job(job, data[variant], progress)
+            yield from follow_job(job, data[variant], progress, user=_user(request))
 
         def newest_job(user):
             jobs = studio.active_jobs(user=user)
@@ -607,7 +617,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                 yield {job_state: ""}
                 return
             yield {job_state: job.id, status: f"Re-attached to job `{job.id}` ({job.status})…"}
-            yield from follow_job(job.id, var, progress)
+            yield from follow_job(job.id, var, progress, user=_user(request))
 
         def follow_opened_run(run_id, var, request: gr.Request, progress=gr.Progress()):
             """Runs tab → Show: a run still being written is followed live (its job on this server)."""
@@ -619,7 +629,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             if info.user is not None and _user(request) not in (None, info.user):
                 yield {}
                 return
-            yield from follow_job(job, var, progress)
+            yield from follow_job(job, var, progress, user=_user(request))
 
         def jobs_markdown(request: gr.Request):
             jobs = studio.active_jobs(user=_user(request))
@@ -632,8 +642,8 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                              f"{100 * j.fraction:.0f}% {j.message[:60]} | {eta} |")
             return "Running jobs (Show re-attaches to one):\n\n" + "\n".join(lines)
 
-        def refresh_runs():
-            runs = studio.list_runs(100)
+        def refresh_runs(request: gr.Request = None):
+            runs = studio.list_runs(100, user=_user(request))
             rows = []
             for r in runs:
                 d = r.data or {}
@@ -643,11 +653,11 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                                                                                  "cancelled", "interrupted",
                                                                                  "partial")])
 
-        def open_run(run_id, var):
+        def open_run(run_id, var, request: gr.Request = None):
             if not run_id:
                 raise gr.Error("Pick a run first.")
             try:
-                run = studio.open_run(run_id)
+                run = studio.open_run(run_id, user=_user(request))
             except StudioError as exc:
                 raise _error(exc)
             state = {"run": run_id, "chains": {}, "seams": ui_longshot.run_seams(studio, run_id)}
@@ -663,7 +673,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                 files.append(str(run.dir / f))
             psnr_fig, ssim_fig, md = render_results(state, var)
             return (render_players(state), psnr_fig, ssim_fig, md, state, files,
-                    f"Showing run `{run_id}` ({run.status}).", gr.Tabs(selected="create"))
+                    f"Showing run `{run_id}` ({run.effective_status}).", gr.Tabs(selected="create"))
 
         def loaded_models():
             st = [[r["name"], r["state"], str(r.get("device") or ""), str(r.get("dtype") or ""),
@@ -757,19 +767,23 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
         dl_btn.click(download, [dl_pick], [dl_log], concurrency_id="download", concurrency_limit=1)
         async def walkthrough(photo: FileData, model: str = "kenburns", preset: str = "push-in",
                               chains: list[str] = ["none"], seed: int = 0, prompt: str = "",
-                              params: dict = {}, amount: float = -1.0, distance: float = -1.0) -> dict:
+                              params: dict = {}, amount: float = -1.0, distance: float = -1.0,
+                              request: gr.Request = None) -> dict:
             """Programmatic walkthrough (gradio_client): photo -> run folder; returns the run id,
             each chain's mp4 path on the server and its mean temporal PSNR/SSIM. The call owns its
             server job: cancelling the call (or disconnecting) cancels the job."""
+            user = _user(request)
             try:
                 path = uploaded_file(photo, "photo")
                 image = studio.load_image(path)
-                request = JobRequest(
-                    image=image, image_bytes=Path(path).read_bytes(), model=model,
-                    camera=CameraSpec(preset=preset, amount=None if amount < 0 else amount,
-                                      distance=None if distance < 0 else distance),
-                    prompt=prompt, seed=seed, params=dict(params or {}), chains=tuple(chains))
-                job = studio.submit_job(request)
+                amt, dist = apiargs.number_arg(amount, "amount"), apiargs.number_arg(distance, "distance")
+                job_request = JobRequest(
+                    image=image, image_bytes=Path(path).read_bytes(), model=apiargs.text_arg(model, "model", 100),
+                    camera=CameraSpec(preset=apiargs.text_arg(preset, "preset", 100), amount=None if amt < 0 else amt,
+                                      distance=None if dist < 0 else dist),
+                    prompt=apiargs.text_arg(prompt, "prompt"), seed=seed, params=apiargs.params_arg(params),
+                    chains=apiargs.chains_arg(chains))
+                job = studio.submit_job(job_request, user=user)
             except BaseException as exc:
                 raise _error(exc)
             try:

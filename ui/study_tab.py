@@ -40,6 +40,11 @@ def _error(exc: BaseException) -> gr.Error:
     return gr.Error(f"Unexpected error ({type(exc).__name__}: {exc}). Details are in the server log.")
 
 
+def _user(request: gr.Request | None) -> str | None:
+    """The logged-in user name of a request (None without --auth)."""
+    return getattr(request, "username", None) if request is not None else None
+
+
 def _run_id(value: Any) -> str | None:
     """The run id held by a state: a plain id, or the Create tab's {"run": id, ...}."""
     if isinstance(value, dict):
@@ -130,7 +135,7 @@ def build_study_tab(studio: Studio) -> dict[str, Any]:
         return statslib.paired_figure(st, col), statslib.ranking_markdown(st)
 
     def run(job, files, with_examples, picked_paths, picked_chains, model_name, den, up, seed_value, col,
-            progress=gr.Progress()):
+            request: gr.Request = None, progress=gr.Progress()):
         with lock:
             cancel_event = cancels.setdefault(job or "", threading.Event())
         try:
@@ -143,7 +148,7 @@ def build_study_tab(studio: Studio) -> dict[str, Any]:
                 images=tuple(studylib.find_images(images)), paths=studylib.parse_paths(picked_paths or []),
                 chains=studylib.parse_chains(picked_chains or []), model=model_name, seed=int(seed_value or 0),
                 roles={"denoise": den, "upscale": up})
-            out = studylib.new_study_dir(studio.settings.outputs)
+            out = studylib.new_study_dir(studio.runs_root(_user(request)))  # per user with --auth
         except BaseException as exc:
             raise _error(exc)
         total = len(spec.cells())
@@ -218,23 +223,24 @@ def build_export_panel(studio: Studio, run_id_state: gr.State) -> dict[str, Any]
             check_btn = gr.Button("Check", size="sm")
             check_md = gr.Markdown()
 
-    def chains_for(value):
+    def chains_for(value, request: gr.Request = None):
         run_id = _run_id(value)
         choices = [("All chains", "all")]
         if run_id:
             try:
-                choices += [(c, c) for c in exportlib.chain_names(studio.open_run(run_id))]
+                choices += [(c, c) for c in exportlib.chain_names(studio.open_run(run_id, user=_user(request)))]
             except StudioError:
                 pass
         return gr.update(choices=choices, value="all")
 
-    def do_export(value, picked_chain, picked_formats, wm_text, wm_invisible, progress=gr.Progress()):
+    def do_export(value, picked_chain, picked_formats, wm_text, wm_invisible, request: gr.Request = None,
+                  progress=gr.Progress()):
         run_id = _run_id(value)
         if not run_id:
             raise gr.Error("Generate or open a run first.")
         try:
             wm = exportlib.Watermark(text=wm_text or "", invisible=bool(wm_invisible))
-            return str(exportlib.zip_run(studio.open_run(run_id), None if picked_chain in (None, "all") else picked_chain,
+            return str(exportlib.zip_run(studio.open_run(run_id, user=_user(request)), None if picked_chain in (None, "all") else picked_chain,
                                          picked_formats or [], wm, progress=lambda f, m: progress(f, desc=m)))
         except BaseException as exc:
             raise _error(exc)

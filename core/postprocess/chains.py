@@ -24,6 +24,7 @@ from typing import Any, Callable, Collection, Mapping, Sequence
 
 from ..clip import Clip
 from ..errors import InputError
+from ..limits import check_chain_length, check_chain_outputs
 from ..params import resolve_params
 from ..progress import Progress, ProgressFn, as_progress
 from .base import Stage
@@ -78,6 +79,7 @@ def parse_chain(
     words = [w.strip().lower() for w in str(text).split("+")]
     if words in ([""], ["none"]):
         return ()
+    check_chain_length(words, str(text))
     out = []
     for word in words:
         if word == "none":
@@ -289,8 +291,11 @@ def run_chains(
     done = 0
     # Resolve every parameter set up front: a typo fails before minutes of work, not after.
     params = {n: _resolved_params(provider.get(n), params_by_stage) for c in parsed for n in c}
-
     first_name = {t: n for n, t in reversed(named)}
+    # Refuse a chain whose output would not fit in memory before any stage runs.
+    check_chain_outputs(clip.width, clip.height, clip.num_frames,
+                        [(first_name[c], [provider.get(n) for n in c], [params[n] for n in c]) for c in parsed])
+
     cache: dict[tuple[str, ...], tuple[Clip, StageRecord]] = {}
     results: dict[str, ChainResult] = {}
     for k, chain in enumerate(parsed):

@@ -861,8 +861,16 @@ class Studio:
         return timeline, index
 
     # -- long shots: resume a partial run ------------------------------------------------
+    def submit_resume(self, run_id: str, user: str | None = None) -> str:
+        """Queue `resume(run_id)` on the job worker (like `submit_job`); returns the job id."""
+        self.open_run(run_id, user)  # an unknown or foreign run is one clear line now, not in the job
+        return self.jobs.submit(
+            lambda ctx: self.resume(run_id, job_id=ctx.job_id, on_progress=ctx.report, user=user),
+            kind="resume", title=f"resume {run_id}", user=user)
+
     def resume(self, run_id: str, progress: ProgressFn | None = None,
-               job_id: str | None = None, user: str | None = None) -> Iterator[JobEvent]:
+               job_id: str | None = None, user: str | None = None,
+               on_progress: Callable[[ProgressUpdate], None] | None = None) -> Iterator[JobEvent]:
         """Continue partial long-shot run `run_id` in its own folder from its last finished
         segment; yields the same events as `run_job` and the same frames an uninterrupted run
         gives (same request, seeds and saved conditioning frames)."""
@@ -872,7 +880,7 @@ class Studio:
         if not inp:
             raise InputError(f"Run {run_id} has no saved input photo to resume from.")
         image = self.load_image(run.dir / inp)
-        return self.run_job(JobRequest(image, **fields), progress, job_id, user=user)
+        return self.run_job(JobRequest(image, **fields), progress, job_id, on_progress=on_progress, user=user)
 
     def _reopen_run(self, run_id: str, user: str | None = None):
         """A partial run reopened for `resume`, marked running again by this process."""

@@ -605,6 +605,17 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             yield {job_state: job, status: "Submitted…", players: players_html([], "Generating…")}
             yield from follow_job(job, data[variant], progress, user=_user(request))
 
+        def resume_partial(run_id, var, request: gr.Request = None, progress=gr.Progress()):
+            """Runs tab → Resume partial run: submit the resume as a server job and follow it."""
+            if not run_id:
+                raise gr.Error("Pick a partial run first.")
+            try:
+                job = studio.submit_resume(run_id, user=_user(request))
+            except BaseException as exc:
+                raise _error(exc)
+            yield {job_state: job, status: f"Resuming run `{run_id}`…", tabs: gr.Tabs(selected="create")}
+            yield from follow_job(job, var, progress, user=_user(request))
+
         def newest_job(user):
             jobs = studio.active_jobs(user=user)
             running = [j for j in jobs if j.status == "running"]
@@ -750,11 +761,10 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
 
         runs_refresh.click(refresh_runs, None, [runs_table, run_pick])
         # a partial long shot (cancelled after some segments) continues from its last finished segment
-        run_resume.click(new_job, None, [job_state], queue=False) \
-            .then(lambda rid, job, progress=gr.Progress(): ui_longshot.resume_run(studio, rid, job, progress),
-                  [run_pick, job_state], [resume_msg], concurrency_id=GPU, concurrency_limit=1) \
-            .then(open_run, [run_pick, variant],
-                  [players, psnr_plot, ssim_plot, table, results_state, downloads, status, tabs]) \
+        # a partial long shot (cancelled after some segments) continues from its last finished
+        # segment as a server job, followed here like a Generate
+        run_resume.click(resume_partial, [run_pick, variant], job_outputs, concurrency_limit=None,
+                         show_progress_on=[status], api_visibility="private", cancels=[reattached]) \
             .then(refresh_runs, None, [runs_table, run_pick])
         run_open.click(open_run, [run_pick, variant],
                        [players, psnr_plot, ssim_plot, table, results_state, downloads, status, tabs])

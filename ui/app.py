@@ -12,7 +12,6 @@ import re
 import sys
 import time
 import traceback
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +27,13 @@ from core.params import ParamSpec
 from core.postprocess.chains import STANDARD_CHAINS
 from core.service import CameraSpec, JobRequest, Studio
 
+from .feedback import (PhotoInput, camera_export_path, error_line, generator_caption, hide_internal_endpoints,
+                       named_downloads, scroll_on_finish, status_error, status_note, status_ok)
 from .figures import camera_figure, metric_figure
 from .study_tab import build_export_panel, build_study_tab
 from .uploads import uploaded_file
 from .players import SYNC_JS, Player, players_html
+from .runs_models import MODEL_HEADERS, RUN_HEADERS, RUN_TYPES, model_rows, run_rows
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 GPU = "gpu"  # the one concurrency id of every event that uses the device
@@ -174,14 +176,14 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                         "post-processed and compared side by side.")
             gr.Markdown(f"**Device:** {studio.device} · {studio.dtype_name}", elem_classes="device-badge")
         for msg in studio.startup_messages():
-            gr.Markdown(f"⚠️ {msg}", elem_classes="warning-banner")
+            gr.Markdown(status_note(msg), elem_classes="warning-banner")
 
         with gr.Tabs() as tabs:
             # ------------------------------------------------------------------ Create
             with gr.Tab("Create", id="create"):
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=5):
-                        photo = gr.Image(label="Interior photo", type="filepath", sources=["upload", "clipboard"],
+                        photo = PhotoInput(label="Interior photo", type="filepath", sources=["upload", "clipboard"],
                                          height=260, elem_id="photo")
                         if examples:
                             gr.Examples(examples=[[e] for e in examples], inputs=[photo], label="Example rooms")
@@ -214,7 +216,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                             with gr.Row():
                                 seed = gr.Number(value=12333, precision=0, label="Seed", minimum=0,
                                                  maximum=2**32 - 1, scale=4)
-                                dice = gr.Button("🎲", scale=1, min_width=40)
+                                dice = gr.Button("Random", scale=1, min_width=60)
 
                         with gr.Group():
                             gr.Markdown("### Camera")
@@ -303,15 +305,18 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                                 "upscaling raises them, so compare chains at the generator's size.")
 
             # ------------------------------------------------------------------ Runs
-            with gr.Tab("Runs", id="runs"):
+            with gr.Tab("Runs", id="runs") as runs_tab:
                 gr.Markdown("Every run keeps its own folder with `run.json`, the input photo, every video and "
                             "the metrics. Pick one to show it in the Create tab.")
                 with gr.Row():
                     runs_refresh = gr.Button("Refresh", size="sm")
                     run_pick = gr.Dropdown(label="Run", choices=[], scale=4)
                     run_open = gr.Button("Show in Create", size="sm")
-                runs_table = gr.Dataframe(headers=["run", "created", "status", "model", "chains", "error"],
-                                          interactive=False, wrap=True)
+                runs_table = gr.Dataframe(headers=RUN_HEADERS, datatype=RUN_TYPES, interactive=False, wrap=True,
+                                          max_height=900, elem_id="runs-table")
+                with gr.Accordion("Study cells (runs made by the Study tab)", open=False):
+                    study_runs_table = gr.Dataframe(headers=RUN_HEADERS, datatype=RUN_TYPES, interactive=False,
+                                                    wrap=True, max_height=600, elem_id="study-runs-table")
 
             # ------------------------------------------------------------------ Study
             with gr.Tab("Study", id="study"):
@@ -319,8 +324,8 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
 
             # ------------------------------------------------------------------ Models
             with gr.Tab("Models", id="models"):
-                models_table = gr.Dataframe(headers=["name", "kind", "model", "available", "why not", "licence"],
-                                            interactive=False, wrap=True)
+                models_table = gr.Dataframe(headers=MODEL_HEADERS, interactive=False, wrap=True, max_height=1200,
+                                            elem_id="models-table")
                 with gr.Row():
                     dl_pick = gr.Dropdown(label="Fetch weights of", choices=[
                         (e.label, e.name) for e in studio.registry if e.files], scale=4)
@@ -333,16 +338,27 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                 status_refresh = gr.Button("Refresh", size="sm")
 
         # ============================================================== handlers
+        def run_input(value) -> Path | None:
+            """The path when `value` is a run's stored input photo (outputs/<run>/input.*)."""
+            raw = value.get("path") if isinstance(value, dict) else value
+            if not isinstance(raw, (str, Path)):
+                return None
+            p = Path(raw).resolve()
+            root = Path(studio.settings.outputs).resolve()
+            return p if p.name.startswith("input.") and p.parent.parent == root and p.is_file() else None
+
         def load_photo(path, model_name, wps):
             if not path:
                 return None, None, []
             try:
-                image = studio.load_image(uploaded_file(path, "The photo"))
+                image = studio.load_image(run_input(path) or uploaded_file(path, "The photo"))
             except StudioError as exc:
-                gr.Warning(str(exc))
-                return None, None, []
+                # one clear line (the CLI's); the last good photo, preview and points stay
+                gr.Warning(error_line(exc))
+                return gr.update(), gr.update(), gr.update()
             w, h = model_size(model_name)
-            return image, framing_preview(image, w, h, []), []
+            kept = list(wps or []) if run_input(path) else []  # a restored run keeps its points
+            return image, framing_preview(image, w, h, kept), kept
 
         def model_changed(name, image, wps):
             info = infos.get(name)
@@ -350,7 +366,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             if info is None:
                 note = ""
             elif not info.available:
-                note = f"⚠️ {info.label} is unavailable here: {info.reason}."
+                note = status_note(f"{info.label} is unavailable here: {info.reason}.")
             elif not info.is_ai:
                 note = (f"**{info.label}** — a no-AI preview: it moves a camera over the photo as a flat picture "
                         "(no parallax, nothing new is imagined). AI generators take over once their weights are present.")
@@ -400,9 +416,9 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             try:
                 path = studio.camera_path(camera_spec(*args), name)
             except StudioError as exc:
-                return camera_figure(None, w, h, "Camera path not valid"), f"⚠️ {exc}"
+                return camera_figure(None, w, h, "Camera path not valid"), status_note(error_line(exc))
             except Exception as exc:  # keep the panel alive on anything unexpected
-                return camera_figure(None, w, h, "Camera path not valid"), f"⚠️ {exc}"
+                return camera_figure(None, w, h, "Camera path not valid"), status_note(error_line(exc))
             m = path.motion_summary()
             summary = ", ".join(f"{k.replace('_', ' ')} {v:.3g}" for k, v in m.items())
             return camera_figure(path, w, h), f"{path.num_frames} frames · {summary}"
@@ -433,25 +449,27 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             return [], framing_preview(image, w, h, [])
 
         def export_camera(name, *args):
+            """The download button's file for the current path, prepared whenever the path
+            changes (a DownloadButton serves what it holds at click time); None when invalid."""
             try:
                 path = studio.camera_path(camera_spec(*args), name)
-            except StudioError as exc:
-                raise _error(exc)
-            # A fresh folder per export: sessions never overwrite each other's file, and the
-            # path's name (which a camera file can set) only ever yields a sanitised stem.
-            out = studio.settings.outputs / "camera-exports" / uuid.uuid4().hex[:12]
-            out.mkdir(parents=True, exist_ok=True)
-            f = out / f"camera-{safe_stem(path.name)}.txt"
-            path.save_realestate10k(f)
-            return str(f)
+                # A folder per path text: sessions never overwrite each other's file, and the
+                # path's name (which a camera file can set) only ever yields a sanitised stem.
+                text = path.to_realestate10k()
+                f = camera_export_path(studio.settings.outputs, text, safe_stem(path.name))
+            except Exception:
+                return gr.update(value=None, interactive=False)
+            return gr.update(value=str(f), interactive=True)
 
         def do_caption(image, instructions, progress=gr.Progress()):
             if image is None:
-                raise gr.Error("Upload a photo first.")
+                gr.Warning("Upload a photo first.")
+                return gr.update()
             try:
                 return studio.caption(image, instructions, progress=lambda f, m: progress(f, desc=m))
-            except BaseException as exc:
-                raise _error(exc)
+            except Exception as exc:  # one line; the prompt keeps its text
+                gr.Warning(error_line(exc))
+                return gr.update()
 
         def new_job():
             return studio.new_job_id()
@@ -461,6 +479,43 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                 return "Cancelling after the current step…"
             return "Nothing is running."
 
+        def run_model(state) -> tuple[str, str, bool]:
+            """(model name, caption, is_ai) of the run a results state shows; remembered in the
+            state (read once from run.json, which names the generator from the start)."""
+            if not state.get("model") and state.get("run"):
+                try:
+                    state["model"] = (studio.open_run(state["run"]).data.get("params") or {}).get("model", "")
+                except StudioError:
+                    state["model"] = ""
+            name = state.get("model") or ""
+            info = infos.get(name)
+            is_ai = info.is_ai if info else True
+            return name, (generator_caption(name, info.label if info else None, is_ai) if name else ""), is_ai
+
+        def run_notes(state) -> list[str]:
+            """The generator's own notes on the clip (Ken Burns: how far it zoomed in to stay
+            inside the photo, or that part of a frame is the labelled outside fill)."""
+            if "notes" not in state and state.get("run") and state.get("chains"):
+                try:
+                    gi = studio.open_run(state["run"]).data.get("generator_info") or {}
+                except StudioError:
+                    gi = {}
+                notes = [gi["framing"]] if isinstance(gi.get("framing"), str) else []
+                notes += [w for w in gi.get("warnings") or [] if isinstance(w, str)]
+                state["notes"] = notes
+            return list(state.get("notes") or [])
+
+        def result_downloads(state) -> list[str]:
+            """The chains' videos named '<chain>__<model>.mp4' (like the CLI's <chain>.mp4)."""
+            name, _, is_ai = run_model(state)
+            videos = {k: v["video"] for k, v in state.get("chains", {}).items() if Path(v["video"]).exists()}
+            if not videos or not state.get("run"):
+                return list(videos.values())
+            try:
+                return named_downloads(studio.open_run(state["run"]).dir, videos, name or "model", is_ai)
+            except (OSError, StudioError):
+                return list(videos.values())
+
         def render_results(state, var):
             chains_ = state.get("chains", {})
             order = list(chains_)
@@ -468,14 +523,20 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             rows = metriclib.summary_table(ms, variant=var) if ms else []
             md = metriclib.render_markdown(rows) if rows else ""
             if md and state.get("run"):
-                md = f"Run `{state['run']}` · mean (±std) over consecutive frame pairs\n\n" + md
+                made_by = run_model(state)[1]
+                md = (f"Run `{state['run']}`" + (f" · made by **{made_by}**" if made_by else "") +
+                      " · mean (±std) over consecutive frame pairs\n\n" + md)
+            notes = run_notes(state)
+            if md and notes:
+                md += "\n\n" + " ".join(notes)
             adh = next((m["adherence"] for m in ms.values() if m.get("adherence")), None)
             if adh:
                 md += "\n\n" + adherence_markdown(adh)
             return metric_figure(ms, "tpsnr", var, order), metric_figure(ms, "tssim", var, order), md
 
         def render_players(state, note=""):
-            ps = [Player(k, Path(v["video"]), v["width"], v["height"], v["fps"], v.get("caption", ""))
+            made_by = run_model(state)[1]
+            ps = [Player(k, Path(v["video"]), v["width"], v["height"], v["fps"], v.get("caption") or made_by)
                   for k, v in state.get("chains", {}).items()]
             return players_html(ps, note)
 
@@ -484,8 +545,9 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             name = data[model]
             image = data[photo_state]
             state = {"run": None, "chains": {}}
-            if image is None:
-                raise gr.Error("Upload a photo first (or pick an example room).")
+            if image is None:  # [dash] one status line, not an Error badge on every output
+                yield {status: status_error("Upload a photo first (or pick an example room).")}
+                return
             try:
                 spec = camera_spec(*(data[c] for c in cam_inputs))
                 params = {s.name: data[c] for m, s, c in param_controls if m == name}
@@ -502,8 +564,9 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                     chains=tuple(picked), roles={"denoise": data[denoiser], "upscale": data[upscaler]},
                     stage_params=stage_params,
                 )
-            except BaseException as exc:
-                raise _error(exc)
+            except Exception as exc:  # [dash] one status line; the last results stay
+                yield {status: status_error(exc)}
+                return
             files: list[str] = []
             try:
                 for ev in studio.run_job(request, lambda f, m: progress(f, desc=m), job_id=job):
@@ -521,40 +584,36 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                         done = len(state["chains"])
                         psnr_fig, ssim_fig, md = render_results(state, data[variant])
                         yield {players: render_players(state), psnr_plot: psnr_fig, ssim_plot: ssim_fig,
-                               table: md, results_state: state, downloads: list(files),
+                               table: md, results_state: state, downloads: result_downloads(state),  # [dash] named
                                status: f"Run `{state['run']}`: {done} of {len(set(picked))} chain(s) ready…"}
                     elif ev.kind == "done":
                         run = studio.open_run(ev.run_id)
                         extra = [str(run.path("metrics")), str(run.dir / "run.json"), str(run.path("camera"))]
-                        yield {downloads: files + [f for f in extra if Path(f).exists()],
-                               status: f"✅ Run `{ev.run_id}` complete: {len(state['chains'])} chain(s).",
+                        yield {downloads: result_downloads(state) + [f for f in extra if Path(f).exists()],  # [dash]
+                               status: status_ok(f"Run `{ev.run_id}` complete: {len(state['chains'])} chain(s)."),
                                results_state: state}
             except BaseException as exc:
                 kept = f" {len(state['chains'])} finished chain(s) were kept in run `{state['run']}`." \
                     if state["chains"] else ""
-                if isinstance(exc, StudioError):
-                    gr.Warning(str(exc) + kept)
-                    yield {status: f"❌ {exc}{kept}"}
-                    return
-                raise _error(exc)
+                # [dash] one error line in the status; players leave "Generating…" for what was kept
+                yield {status: status_error(exc, kept.strip()),
+                       players: render_players(state) if state["chains"] else players_html([], "No result: the run failed.")}
+                return
 
         def refresh_runs():
-            runs = studio.list_runs(100)
-            rows = []
-            for r in runs:
-                d = r.data or {}
-                rows.append([r.id, r.created or "", r.status, (d.get("params") or {}).get("model", ""),
-                             ", ".join(r.chains), r.error or ""])
-            return rows, gr.update(choices=[r.id for r in runs if r.status in ("complete", "failed",
-                                                                                 "cancelled", "interrupted")])
+            rows = run_rows(studio.list_runs(100), studio.settings.outputs,
+                            {i.name: i.label for i in studio.model_infos()})
+            return rows.runs, rows.study, gr.update(choices=rows.openable)
 
         def open_run(run_id, var):
+            """Show a past run in Create: its players, plots and table, and its photo, model,
+            camera, chains, prompt and seed back in the form (so it can be rerun or varied)."""
             if not run_id:
-                raise gr.Error("Pick a run first.")
+                return {status: status_error("Pick a run first.")}
             try:
                 run = studio.open_run(run_id)
             except StudioError as exc:
-                raise _error(exc)
+                return {status: status_error(exc)}
             state = {"run": run_id, "chains": {}}
             files = []
             for name, entry in run.data.get("chains", {}).items():
@@ -567,8 +626,53 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                                          "fps": m.get("fps") or 10.0}
                 files.append(str(run.dir / f))
             psnr_fig, ssim_fig, md = render_results(state, var)
-            return (render_players(state), psnr_fig, ssim_fig, md, state, files,
-                    f"Showing run `{run_id}` ({run.status}).", gr.Tabs(selected="create"))
+            out = {players: render_players(state), psnr_plot: psnr_fig, ssim_plot: ssim_fig, table: md,
+                   results_state: state, downloads: result_downloads(state) or files,
+                   status: f"Showing run `{run_id}` ({run.status}).", tabs: gr.Tabs(selected="create")}
+            out.update(restore_form(run))
+            return out
+
+        def restore_form(run) -> dict[Any, Any]:
+            """Form updates that put a run's inputs back (what run.json recorded)."""
+            p = run.data.get("params") or {}
+            out: dict[Any, Any] = {}
+            src = run.dir / ((run.data.get("input") or {}).get("file") or "")
+            if src.is_file():
+                try:
+                    image = studio.load_image(src)
+                    out.update({photo: str(src), photo_state: image})
+                except StudioError:
+                    pass
+            if p.get("model") in infos:
+                out[model] = p["model"]
+            c = p.get("camera") or {}
+            mode = c.get("mode")
+            if mode == "preset" and c.get("preset") in cam.PRESETS:
+                spec = cam.PRESETS[c["preset"]]
+                out.update({cam_mode: "Preset", preset: c["preset"], preset_desc: spec.description,
+                            amount: spec.default_amount if c.get("amount") is None else c["amount"],
+                            distance: spec.default_distance if c.get("distance") is None else c["distance"],
+                            easing: c.get("easing") or "linear"})
+            elif mode == "keyframes":
+                rows = [[k.get("time", 0.0), *(list(k.get("position") or [0, 0, 0]) + [0, 0, 0])[:3],
+                         k.get("yaw", 0.0), k.get("pitch", 0.0), k.get("roll", 0.0)] for k in c.get("keyframes", [])]
+                out.update({cam_mode: "Keyframes", kf_table: rows})
+            elif mode == "waypoints":
+                wps = [tuple(w) for w in c.get("waypoints", [])]
+                out.update({cam_mode: "Waypoints", waypoints_state: wps, depth: c.get("depth") or 1.0})
+                if photo_state in out:
+                    w, h = model_size(p.get("model", ""))
+                    out[preview] = framing_preview(out[photo_state], w, h, wps)
+            picked = [str(x) for x in p.get("chains") or []]
+            if picked:
+                out[chains] = [x for x in picked if x in STANDARD_CHAINS]
+                out[custom_chain] = ", ".join(x for x in picked if x not in STANDARD_CHAINS)
+            if isinstance(p.get("prompt"), str):
+                out[prompt] = p["prompt"]
+            seed_value = (run.data.get("seeds") or {}).get("generator")
+            if isinstance(seed_value, int):
+                out[seed] = seed_value
+            return out
 
         def loaded_models():
             st = [[r["name"], r["state"], str(r.get("device") or ""), str(r.get("dtype") or ""),
@@ -586,10 +690,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             return st, " · ".join(parts)
 
         def refresh_models():
-            rows = []
-            for i in studio.model_infos():
-                rows.append([i.name, i.kind, i.label, "yes" if i.available else "no", i.reason, i.license])
-            return (rows, *loaded_models())
+            return (model_rows(studio.model_infos()), *loaded_models())
 
         def download(name, progress=gr.Progress()):
             if not name:
@@ -599,8 +700,8 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             try:
                 reports = weights.fetch(studio.registry, name, progress=lambda f, m: progress(f, desc=m))
             except StudioError as exc:
-                return f"❌ {exc}"
-            return "✅ " + "; ".join(str(getattr(r, "message", r)) for r in reports)
+                return status_error(exc)
+            return status_ok("; ".join(str(getattr(r, "message", r)) for r in reports))
 
         # ============================================================== wiring
         photo.change(load_photo, [photo, model, waypoints_state], [photo_state, preview, waypoints_state]) \
@@ -608,7 +709,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
         model.change(model_changed, [model, photo_state, waypoints_state],
                      [model_note, camera_note, preview] + list(param_boxes.values())) \
             .then(update_camera, [model] + cam_inputs, [camera_plot, camera_msg])
-        preset.change(preset_changed, [preset], [amount, distance, preset_desc])
+        preset.input(preset_changed, [preset], [amount, distance, preset_desc])
         cam_mode.change(mode_changed, [cam_mode], [preset_box, kf_box, wp_box, file_box])
         for comp in (cam_mode, preset, amount, distance, easing, kf_table, depth, cam_file):
             comp.change(update_camera, [model] + cam_inputs, [camera_plot, camera_msg], queue=False)
@@ -617,7 +718,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             .then(update_camera, [model] + cam_inputs, [camera_plot, camera_msg])
         wp_clear.click(clear_waypoints, [photo_state, model], [waypoints_state, preview]) \
             .then(update_camera, [model] + cam_inputs, [camera_plot, camera_msg])
-        camera_export.click(export_camera, [model] + cam_inputs, [camera_export])
+        camera_plot.change(export_camera, [model] + cam_inputs, [camera_export], queue=False)
         dice.click(lambda: random.randint(0, 2**31 - 1), None, [seed], queue=False)
         caption_btn.click(do_caption, [photo_state, caption_prompt], [prompt], concurrency_id=GPU,
                           concurrency_limit=1, api_name="caption")
@@ -632,9 +733,12 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
         cancel_btn.click(cancel_job, [job_state], [status], queue=False)
         variant.change(render_results, [results_state, variant], [psnr_plot, ssim_plot, table], queue=False)
 
-        runs_refresh.click(refresh_runs, None, [runs_table, run_pick])
+        runs_refresh.click(refresh_runs, None, [runs_table, study_runs_table, run_pick])
+        runs_tab.select(refresh_runs, None, [runs_table, study_runs_table, run_pick])
         run_open.click(open_run, [run_pick, variant],
-                       [players, psnr_plot, ssim_plot, table, results_state, downloads, status, tabs])
+                       [players, psnr_plot, ssim_plot, table, results_state, downloads, status, tabs, photo,
+                        photo_state, preview, model, cam_mode, preset, preset_desc, amount, distance, easing,
+                        kf_table, waypoints_state, depth, chains, custom_chain, prompt, seed])
         status_refresh.click(refresh_models, None, [models_table, status_table, mem_md])
         # the loaded-models panel follows the manager on its own (cheap: no model is touched)
         gr.Timer(10).tick(loaded_models, None, [status_table, mem_md], queue=False, show_progress="hidden")
@@ -665,11 +769,15 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
 
         gr.api(walkthrough, api_name="walkthrough", concurrency_id=GPU, concurrency_limit=1)
 
-        demo.load(refresh_runs, None, [runs_table, run_pick]) \
+        demo.load(refresh_runs, None, [runs_table, study_runs_table, run_pick]) \
             .then(refresh_models, None, [models_table, status_table, mem_md]) \
             .then(model_changed, [model, photo_state, waypoints_state],
                   [model_note, camera_note, preview] + list(param_boxes.values())) \
             .then(update_camera, [model] + cam_inputs, [camera_plot, camera_msg])
+
+    # [dash] the API page lists the public endpoints only; results scroll into view after Generate
+    hide_internal_endpoints(demo)
+    scroll_on_finish(demo, "generate")
 
     launch_kwargs = dict(
         theme=gr.themes.Soft(primary_hue="blue"),

@@ -27,7 +27,7 @@ from core.params import ParamSpec
 from core.postprocess.chains import STANDARD_CHAINS
 from core.service import CameraSpec, JobRequest, Studio
 
-from .feedback import (PhotoInput, camera_export_path, error_line, generator_caption, hide_internal_endpoints,
+from .feedback import (ClickBook, PhotoInput, camera_export_path, error_line, generator_caption, hide_internal_endpoints,
                        named_downloads, scroll_on_finish, status_error, status_note, status_ok)
 from .figures import camera_figure, metric_figure
 from .study_tab import build_export_panel, build_study_tab
@@ -132,6 +132,15 @@ def _keyframe_rows(path: cam.CameraPath, n: int = 5) -> list[list[float]]:
     return rows
 
 
+def _rows_to_list(rows: Any) -> list[list[float]]:
+    """A keyframe table's non-empty rows as plain lists (pandas frame or list of lists)."""
+    if rows is None:
+        return []
+    values = rows.values.tolist() if hasattr(rows, "values") else list(rows)
+    return [list(r) for r in values if any(c not in (None, "") and not (isinstance(c, float) and np.isnan(c))
+                                           for c in r)]
+
+
 def _rows_to_keyframes(rows: Any) -> tuple[dict[str, Any], ...]:
     if rows is None:
         return ()
@@ -165,9 +174,12 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
         info = infos.get(name)
         return (info.width or 512, info.height or 320) if info else (512, 320)
 
+    click_book = ClickBook()  # waypoints per session, so fast clicks never overwrite each other
+
     with gr.Blocks(title="CamI2V Studio") as demo:
         photo_state = gr.State(None)  # (H, W, 3) uint8 of the current photo
         waypoints_state = gr.State([])  # normalised clicks inside the crop
+        kf_auto = gr.State([])  # the keyframe rows last filled in automatically (not the user's)
         job_state = gr.State("")
         results_state = gr.State({"run": None, "chains": {}})
 
@@ -244,12 +256,15 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                                             "through, in order.", elem_classes="dim")
                                 with gr.Row():
                                     depth = gr.Slider(0.2, 5.0, value=1.0, step=0.1, label="Depth of the points")
+                                    wp_amount = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Move amount",
+                                                          info="How much of the clicked walk the clip covers",
+                                                          elem_id="wp-amount")
                                     wp_clear = gr.Button("Clear points", size="sm")
                             with gr.Group(visible=False) as file_box:
                                 cam_file = gr.File(label="RealEstate10K camera file (.txt)", file_types=[".txt"],
                                                    type="filepath")
                             camera_plot = gr.Plot(label="Camera path (blue → red over time)", elem_id="camera-plot")
-                            camera_msg = gr.Markdown(elem_classes="warning")
+                            camera_msg = gr.Markdown(elem_classes="warning", elem_id="camera-msg")
                             with gr.Row():
                                 adherence_box = gr.Checkbox(
                                     value=False, label="Score camera adherence",
@@ -347,7 +362,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             root = Path(studio.settings.outputs).resolve()
             return p if p.name.startswith("input.") and p.parent.parent == root and p.is_file() else None
 
-        def load_photo(path, model_name, wps):
+        def load_photo(path, model_name, wps, request: gr.Request = None):
             if not path:
                 return None, None, []
             try:
@@ -358,7 +373,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                 return gr.update(), gr.update(), gr.update()
             w, h = model_size(model_name)
             kept = list(wps or []) if run_input(path) else []  # a restored run keeps its points
-            return image, framing_preview(image, w, h, kept), kept
+            return image, framing_preview(image, w, h, kept), click_book.set(request, kept)
 
         def model_changed(name, image, wps):
             info = infos.get(name)
@@ -388,13 +403,14 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
         def mode_changed(mode):
             return [gr.update(visible=mode == m) for m in MODES]
 
-        def camera_spec(mode, pid, amt, dist, ease, kf_rows, wps, dep, fpath) -> CameraSpec:
+        def camera_spec(mode, pid, amt, dist, ease, kf_rows, wps, dep, fpath, wp_amt=1.0) -> CameraSpec:
             if mode == "Keyframes":
                 return CameraSpec(mode="keyframes", keyframes=_rows_to_keyframes(kf_rows))
             if mode == "Waypoints":
                 if not wps:
                     raise StudioError("Click the framing preview to add at least one waypoint.")
-                return CameraSpec(mode="waypoints", waypoints=tuple(tuple(p) for p in wps), depth=float(dep))
+                return CameraSpec(mode="waypoints", waypoints=tuple(tuple(p) for p in wps), depth=float(dep),
+                                  amount=None if wp_amt is None or float(wp_amt) >= 1.0 else float(wp_amt))
             if mode == "File":
                 if not fpath:
                     raise StudioError("Upload a RealEstate10K camera file (.txt) first.")
@@ -409,7 +425,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                 return CameraSpec(mode="file", text=text, distance=float(dist))
             return CameraSpec(mode="preset", preset=pid, amount=float(amt), distance=float(dist), easing=ease)
 
-        cam_inputs = [cam_mode, preset, amount, distance, easing, kf_table, waypoints_state, depth, cam_file]
+        cam_inputs = [cam_mode, preset, amount, distance, easing, kf_table, waypoints_state, depth, cam_file, wp_amount]
 
         def update_camera(name, *args):
             w, h = model_size(name)
@@ -421,7 +437,34 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                 return camera_figure(None, w, h, "Camera path not valid"), status_note(error_line(exc))
             m = path.motion_summary()
             summary = ", ".join(f"{k.replace('_', ' ')} {v:.3g}" for k, v in m.items())
-            return camera_figure(path, w, h), f"{path.num_frames} frames · {summary}"
+            problem = path_problem(name, path)
+            if problem:  # say it now, not after Generate
+                extra = " (Move amount is next to the points; or remove a point.)" if args[0] == "Waypoints" else ""
+                return camera_figure(path, w, h), status_note(f"Generate will refuse this path: {problem}{extra}")
+            points = f"{len(args[6] or [])} point(s) · " if args[0] == "Waypoints" else ""
+            return camera_figure(path, w, h), f"{points}{path.num_frames} frames · {summary}"
+
+        def path_problem(name, path) -> str | None:
+            """What the chosen generator would refuse about `path` (the preview's turn limit)."""
+            info = infos.get(name)
+            if info is None or info.variant != "kenburns":
+                return None
+            from core.generators.kenburns import camera_problem
+
+            w, h = model_size(name)
+            return camera_problem(path, w, h)
+
+        def keyframes_for_mode(mode, rows, auto, pid, amt, dist, ease, name):
+            """Entering Keyframes starts from the current preset, unless the table holds the
+            user's own edits (anything other than what was filled in automatically)."""
+            current = _rows_to_list(rows)
+            if mode != "Keyframes" or (current and current != auto):
+                return gr.update(), auto
+            try:
+                filled, _ = fill_keyframes(pid, amt, dist, ease, name)
+            except StudioError:
+                return gr.update(), auto
+            return filled, filled
 
         def fill_keyframes(pid, amt, dist, ease, name):
             w, h = model_size(name)
@@ -429,7 +472,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             path = cam.preset_path(pid, num_frames=n, amount=amt, distance=dist, aspect=w / h, easing=ease)
             return _keyframe_rows(path), "Keyframes"
 
-        def add_waypoint(image, wps, name, evt: gr.SelectData):
+        def add_waypoint(image, wps, name, evt: gr.SelectData, request: gr.Request = None):
             if image is None:
                 return wps, None, gr.update()
             w, h = model_size(name)
@@ -441,12 +484,12 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             if not (0 <= u <= 1 and 0 <= v <= 1):
                 gr.Warning("That point is outside the frame the model sees; click inside the bright area.")
                 return wps, framing_preview(image, w, h, wps), gr.update()
-            wps = list(wps) + [(round(u, 4), round(v, 4))]
+            wps = click_book.append(request, wps, (round(u, 4), round(v, 4)))  # every click lands
             return wps, framing_preview(image, w, h, wps), "Waypoints"
 
-        def clear_waypoints(image, name):
+        def clear_waypoints(image, name, request: gr.Request = None):
             w, h = model_size(name)
-            return [], framing_preview(image, w, h, [])
+            return click_book.set(request, []), framing_preview(image, w, h, [])
 
         def export_camera(name, *args):
             """The download button's file for the current path, prepared whenever the path
@@ -605,7 +648,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                             {i.name: i.label for i in studio.model_infos()})
             return rows.runs, rows.study, gr.update(choices=rows.openable)
 
-        def open_run(run_id, var):
+        def open_run(run_id, var, request: gr.Request = None):
             """Show a past run in Create: its players, plots and table, and its photo, model,
             camera, chains, prompt and seed back in the form (so it can be rerun or varied)."""
             if not run_id:
@@ -630,6 +673,8 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                    results_state: state, downloads: result_downloads(state) or files,
                    status: f"Showing run `{run_id}` ({run.status}).", tabs: gr.Tabs(selected="create")}
             out.update(restore_form(run))
+            if waypoints_state in out:
+                click_book.set(request, out[waypoints_state])
             return out
 
         def restore_form(run) -> dict[Any, Any]:
@@ -711,10 +756,13 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             .then(update_camera, [model] + cam_inputs, [camera_plot, camera_msg])
         preset.input(preset_changed, [preset], [amount, distance, preset_desc])
         cam_mode.change(mode_changed, [cam_mode], [preset_box, kf_box, wp_box, file_box])
-        for comp in (cam_mode, preset, amount, distance, easing, kf_table, depth, cam_file):
+        cam_mode.change(keyframes_for_mode, [cam_mode, kf_table, kf_auto, preset, amount, distance, easing, model],
+                        [kf_table, kf_auto], queue=False)
+        for comp in (cam_mode, preset, amount, distance, easing, kf_table, depth, cam_file, wp_amount):
             comp.change(update_camera, [model] + cam_inputs, [camera_plot, camera_msg], queue=False)
         kf_fill.click(fill_keyframes, [preset, amount, distance, easing, model], [kf_table, cam_mode])
-        preview.select(add_waypoint, [photo_state, waypoints_state, model], [waypoints_state, preview, cam_mode]) \
+        preview.select(add_waypoint, [photo_state, waypoints_state, model], [waypoints_state, preview, cam_mode],
+                       trigger_mode="multiple", show_progress="hidden") \
             .then(update_camera, [model] + cam_inputs, [camera_plot, camera_msg])
         wp_clear.click(clear_waypoints, [photo_state, model], [waypoints_state, preview]) \
             .then(update_camera, [model] + cam_inputs, [camera_plot, camera_msg])

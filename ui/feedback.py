@@ -166,3 +166,41 @@ def scroll_on_finish(demo: gr.Blocks, api_name: str) -> bool:
 def keep(n: int) -> list[Any]:
     """`n` no-op updates: outputs keep their last good state after an error."""
     return [gr.update() for _ in range(n)]
+
+
+class ClickBook:
+    """The waypoints of each browser session, kept on the server.
+
+    Clicks on the framing preview come faster than a round trip (300 ms apart); each handler
+    call gets the waypoint state as it was when the click was sent, so building on that input
+    would drop points. Every writer of the waypoint state records it here, and a click appends
+    to this copy under a lock. Keyed by gradio's session hash; a few floats per session."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._points: dict[str, list[tuple[float, float]]] = {}
+
+    @staticmethod
+    def _key(request: Any) -> str:
+        return str(getattr(request, "session_hash", None) or "")
+
+    def set(self, request: Any, points: Iterable[Iterable[float]]) -> list[tuple[float, float]]:
+        pts = [(float(p[0]), float(p[1])) for p in points or []]
+        with self._lock:
+            self._points[self._key(request)] = pts
+        return list(pts)
+
+    def append(self, request: Any, current: Iterable[Iterable[float]], point: tuple[float, float]
+               ) -> list[tuple[float, float]]:
+        """The session's points plus `point`; `current` (the click's own view of the state)
+        seeds a session seen for the first time."""
+        key = self._key(request)
+        with self._lock:
+            pts = self._points.get(key)
+            if pts is None:
+                pts = [(float(p[0]), float(p[1])) for p in current or []]
+            pts = pts + [point]
+            self._points[key] = pts
+            return list(pts)

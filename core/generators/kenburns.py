@@ -135,6 +135,16 @@ def frame_to_photo_homographies(
     return K0[None] @ plane @ R @ Kinv
 
 
+def camera_problem(camera: CameraPath, width: int = 512, height: int = 320, plane_depth: float = 1.5) -> str | None:
+    """Why the preview would refuse `camera` (the one-line InputError text), or None. Cheap:
+    matrices only, so the dashboard can warn while a path is being drawn."""
+    try:
+        frame_to_photo_homographies(camera, width, height, plane_depth)
+    except InputError as exc:
+        return str(exc)
+    return None
+
+
 def render_kenburns(
     image: np.ndarray,
     camera: CameraPath,

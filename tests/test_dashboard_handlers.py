@@ -209,3 +209,22 @@ def test_api_page_lists_only_public_endpoints(ui):
     info = ui.get_api_info()
     named = sorted(k.strip("/") for k in info["named_endpoints"])
     assert named == sorted(feedback.PUBLIC_API)
+
+
+def test_export_names_the_generator_and_says_when_a_run_is_partial(studio, past_run, tmp_path):
+    from core import exports
+    from core.runs import Run
+
+    res = exports.export_run(studio.open_run(past_run), tmp_path / "done", formats=["mp4", "metrics-json"])
+    assert res.manifest["generator"]["model"] == "kenburns" and res.manifest["generator"]["ai"] is False
+    assert "no-AI preview" in res.manifest["generator"]["label"]
+    assert "partial" not in res.manifest
+    # the same run while still going (no metrics.json yet): the export says it is partial
+    run = studio.open_run(past_run)
+    run.data["status"] = "running"
+    (run.dir / "metrics.json").rename(run.dir / "metrics.json.bak")
+    try:
+        res = exports.export_run(run, tmp_path / "partial", formats=["mp4", "metrics-json"])
+    finally:
+        (run.dir / "metrics.json.bak").rename(run.dir / "metrics.json")
+    assert res.manifest["partial"] is True and "metrics.json is not written yet" in res.manifest["note"]

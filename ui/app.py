@@ -501,8 +501,8 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                 text = path.to_realestate10k()
                 f = camera_export_path(studio.settings.outputs, text, safe_stem(path.name))
             except Exception:
-                return gr.update(value=None, interactive=False)
-            return gr.update(value=str(f), interactive=True)
+                return None  # nothing to download while the path is not valid
+            return str(f)
 
         def do_caption(image, instructions, progress=gr.Progress()):
             if image is None:

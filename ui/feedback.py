@@ -149,7 +149,7 @@ def hide_internal_endpoints(demo: gr.Blocks, public: Iterable[str] = PUBLIC_API)
         if name in public:
             shown.append(name)
             continue
-        fn.api_visibility = "private"
+        fn.api_visibility = "undocumented"  # hidden from the API page; the page itself still calls it
     return sorted(shown)
 
 

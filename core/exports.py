@@ -639,6 +639,8 @@ def export_run(
         "run": r.id, "status": r.status, "formats": picked_formats, "chains": {},
         "watermark": wm.describe() if wm else None, "missing": [],
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        # which model made the clips ("no-AI preview" for the embedded Ken Burns renderer)
+        "generator": _generator_of(r),
     }
     if wm is not None and wm.invisible:
         manifest["watermark"]["payload"] = wm.payload or r.id
@@ -703,9 +705,24 @@ def export_run(
     if not files:
         raise InputError(f"Run {r.id} has nothing to export in the chosen formats.")
     manifest["files"] = [p.name for p in files]
+    if r.status == "running":
+        # A run still going has no metrics.json yet: the export says so instead of dropping it.
+        manifest["partial"] = True
+        manifest["note"] = (f"Run {r.id} was still running when exported: only the chains finished so far "
+                            "are included" + (", and metrics.json is not written yet." if "metrics-json" in
+                                              manifest["missing"] else "."))
     atomic_write_bytes(dest / MANIFEST, to_json_text(manifest).encode("utf-8"))
     prog(1.0, "export written")
     return ExportResult(dest, files + [dest / MANIFEST], manifest)
+
+
+def _generator_of(run: Run) -> dict[str, Any]:
+    """{"model", "label", "ai"} of the run's generator, from run.json."""
+    name = str((run.data.get("params") or {}).get("model") or "")
+    info = (run.data.get("models") or {}).get(name) if isinstance(run.data.get("models"), dict) else None
+    label = str((info or {}).get("label") or name)
+    ai = (info or {}).get("variant") != "kenburns" and name != "kenburns"
+    return {"model": name, "label": label if ai else f"{label} - no-AI preview", "ai": ai}
 
 
 def _options_digest(run: Run, chains: list[str], formats: list[str], wm: Watermark | None,

@@ -125,7 +125,8 @@ class CameraSpec:
 
     mode "preset": `preset`, `amount`, `distance`, `easing`.
     mode "keyframes": `keyframes` (list of dicts: time, position [x, y, z], yaw, pitch, roll).
-    mode "waypoints": `waypoints` (list of normalised (x, y) clicks on the photo), `depth`.
+    mode "waypoints": `waypoints` (list of normalised (x, y) clicks on the photo), `depth`, `amount`
+    (the share of the clicked walk the clip covers; None: all of it).
     mode "file": `text` of a RealEstate10K camera file (resampled to the clip's frame count,
     then `distance` scales its translations).
     """
@@ -147,7 +148,7 @@ class CameraSpec:
         elif self.mode == "keyframes":
             d.update(keyframes=[dict(k) for k in self.keyframes])
         elif self.mode == "waypoints":
-            d.update(waypoints=[list(p) for p in self.waypoints], depth=self.depth)
+            d.update(waypoints=[list(p) for p in self.waypoints], depth=self.depth, amount=self.amount)
         elif self.mode == "file":
             d.update(distance=self.distance)
         return d
@@ -433,7 +434,11 @@ class Studio:
             return cam.keyframe_path(kfs, num_frames=n, aspect=aspect)
         if spec.mode == "waypoints":
             limits.check_rows(len(spec.waypoints), "The waypoints", limits.MAX_WAYPOINTS)
-            return cam.waypoint_path(spec.waypoints, num_frames=n, depth=spec.depth, aspect=aspect)
+            if spec.amount is None or spec.amount >= 1.0:
+                return cam.waypoint_path(spec.waypoints, num_frames=n, depth=spec.depth, aspect=aspect)
+            # move amount: the clip covers the first part of the clicked walk (as for presets)
+            return _leading_part(cam.waypoint_path(spec.waypoints, num_frames=max(64, 16 * n), depth=spec.depth,
+                                                   aspect=aspect), cam.check_amount(spec.amount), n)
         if spec.mode == "file":
             path = cam.CameraPath.from_realestate10k(spec.text)
             if path.num_frames != n:
@@ -947,6 +952,13 @@ class Studio:
 
 
 # --------------------------------------------------------------------------------- helpers
+
+def _leading_part(path: cam.CameraPath, amount: float, num_frames: int) -> cam.CameraPath:
+    """The first `amount` (0..1] of a densely sampled path, resampled to `num_frames` frames."""
+    k = max(1, int(round(amount * (path.num_frames - 1))))
+    part = cam.CameraPath(path.w2c[:k + 1].copy(), path.intrinsics[:k + 1].copy(), path.name)
+    return part.resampled(num_frames)
+
 
 def _pick_device(device: str) -> str:
     if device in ("", "auto"):

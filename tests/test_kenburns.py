@@ -102,7 +102,7 @@ def test_deterministic_bytes(quality):
 def test_frame0_is_the_centre_crop(quality):
     # Same scale: the 200x200 crop of a 300x200 photo is taken from its middle, unchanged.
     image = textured_photo(300, 200, seed=1)
-    frames, info = render_kenburns(image, preset_path("pan-right", 4, aspect=1.0), 200, 200, quality=quality)
+    frames, info = render_kenburns(image, preset_path("static", 4, aspect=1.0), 200, 200, quality=quality)
     assert info["crop_box"] == [50, 0, 250, 200]
     assert np.array_equal(frames[0], image[:, 50:250])
     # Downscaled: frame 0 equals an area-resize of the crop (up to resampling).
@@ -121,7 +121,9 @@ def test_push_in_magnifies_and_pull_out_shrinks():
     x1, y1, a1 = bright_blob(frames[-1])
     assert (x1, y1) == pytest.approx((x0, y0), abs=0.5)  # the centre stays put
     assert math.sqrt(a1 / a0) == pytest.approx(depth / (depth - 0.3), rel=0.05)
-    frames, _ = render("pull-out", 0.3, plane_depth=depth)
+    frames, info = render("pull-out", 0.3, plane_depth=depth)
+    assert info["zoom"] > 1.0  # the view zooms in to keep pulling out inside the photo
+    a0 = bright_blob(frames[0])[2]
     assert math.sqrt(bright_blob(frames[-1])[2] / a0) == pytest.approx(depth / (depth + 0.3), rel=0.05)
     # The square grows steadily frame by frame.
     areas = [bright_blob(f)[2] for f in render("push-in", 0.3, plane_depth=depth)[0]]
@@ -131,21 +133,22 @@ def test_push_in_magnifies_and_pull_out_shrinks():
 @pytest.mark.parametrize("pid, sign", [("slide-left", +1), ("slide-right", -1)])
 def test_slide_moves_content_opposite_to_the_camera(pid, sign):
     depth = 1.5
-    frames, _ = render(pid, None, plane_depth=depth)  # default amount: 0.2 units either way
+    frames, info = render(pid, None, plane_depth=depth)  # default amount: 0.2 units either way
     x0, y0, _ = bright_blob(frames[0])
     x1, y1, _ = bright_blob(frames[-1])
     assert y1 == pytest.approx(y0, abs=0.5)
-    assert x1 - x0 == pytest.approx(sign * F * 0.2 / depth, abs=1.0)
+    # Shifts are seen through the constant zoom that keeps the view inside the photo.
+    assert x1 - x0 == pytest.approx(sign * info["zoom"] * F * 0.2 / depth, abs=1.0)
 
 
 @pytest.mark.parametrize("pid, axis, sign", [("pan-left", 0, +1), ("pan-right", 0, -1),
                                              ("tilt-up", 1, +1), ("tilt-down", 1, -1)])
 def test_pan_and_tilt_rotate_the_view(pid, axis, sign):
     # Turning left brings what was on the left towards the centre: content moves right.
-    frames, _ = render(pid, 0.1)  # 9 degrees
+    frames, info = render(pid, 0.1)  # 9 degrees
     start, end = bright_blob(frames[0]), bright_blob(frames[-1])
     shift = end[axis] - start[axis]
-    assert shift == pytest.approx(sign * F * math.tan(math.radians(9.0)), abs=1.0)
+    assert shift == pytest.approx(sign * info["zoom"] * F * math.tan(math.radians(9.0)), abs=1.0)
     assert end[1 - axis] == pytest.approx(start[1 - axis], abs=0.5)
 
 
@@ -190,7 +193,10 @@ def test_overscan_uses_real_photo_content_beyond_the_crop():
     photo = np.full((160, 400, 3), BG, np.uint8)
     photo[70:90, 50:70] = FG  # crop is x in [72, 328)
     frames, info = render_kenburns(photo, preset_path("pan-left", 9, amount=0.2, aspect=1.6), W, H, quality="fast")
-    assert info["crop_box"] == [72, 0, 328, 160]
+    # Frame 0 is the middle of the cover crop x in [72, 328), narrowed by the reported zoom.
+    left, top, right, bottom = info["crop_box"]
+    assert 72 <= left and right <= 328 and (left + right) / 2 == pytest.approx(200, abs=1)
+    assert (right - left) == pytest.approx(256 / info["zoom"], abs=1)
     assert (frames[0][..., 0] > 150).sum() == 0
     assert (frames[-1][..., 0] > 150).sum() > 100  # panning left reveals it
 
@@ -236,3 +242,98 @@ def test_aspect_mismatch_is_reported():
     assert info["warnings"] and "non-square" in info["warnings"][0]
     _, info = render_kenburns(textured_photo(128, 128), preset_path("static", aspect=1.0), 64, 64)
     assert info["warnings"] == []
+
+
+# --- a preview never invents content ----------------------------------------------------------
+
+
+def coordinate_photo(width: int, height: int) -> np.ndarray:
+    """Red encodes x and green encodes y (both rising), blue is 0: every pixel names its place."""
+    img = np.zeros((height, width, 3), np.uint8)
+    img[..., 0] = np.round(np.linspace(0, 255, width))[None, :]
+    img[..., 1] = np.round(np.linspace(0, 255, height))[:, None]
+    return img
+
+
+def folds(frame: np.ndarray, tol: int = 3, k: int = 8) -> int:
+    """Rows and columns where a coordinate channel goes both up and down: a mirrored copy.
+
+    A camera inside the photo sees each output row/column as a straight line across the photo,
+    along which both coordinates change monotonically; a reflection at the photo's edge folds it
+    back. Compares pixels `k` apart (neighbours differ by less than the tolerance). Pixels of
+    (or next to) the grey outside fill (blue > 0) are left out.
+    """
+    photo = cv2.erode((frame[..., 2] == 0).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    count = 0
+    for axis in (0, 1):  # along columns, then along rows
+        for ch in (0, 1):
+            c = frame[..., ch].astype(int)
+            if axis == 0:
+                d, ok = c[k:] - c[:-k], photo[k:] & photo[:-k]
+            else:
+                d, ok = c[:, k:] - c[:, :-k], photo[:, k:] & photo[:, :-k]
+            up = ((d > tol) & ok).any(axis=axis)
+            down = ((d < -tol) & ok).any(axis=axis)
+            count += int((up & down).sum())
+    return count
+
+
+def test_fold_detector_sees_a_mirror():
+    photo = coordinate_photo(W, H)
+    assert folds(photo) == 0
+    mirrored = np.concatenate([photo[:, : W // 2], photo[:, : W // 2][:, ::-1]], axis=1)
+    assert folds(mirrored) >= H
+    reflect = cv2.copyMakeBorder(photo, 20, 20, 20, 20, cv2.BORDER_REFLECT_101)
+    assert folds(reflect) > 0
+
+
+@pytest.mark.parametrize("quality", ["fast", "high"])
+@pytest.mark.parametrize("photo_size", [(W, H), (400, 300), (640, 200)])
+def test_no_preset_shows_content_from_outside_the_photo(quality, photo_size):
+    # Every preset at its default amount (pans, tilts, rolls, pull-out included): each output
+    # pixel is either the photo seen by a camera that stays inside it (no folded, mirrored
+    # copies), or the labelled grey outside fill, which the info reports.
+    image = coordinate_photo(*photo_size)
+    for pid in PRESETS:
+        frames, info = render_kenburns(image, preset_path(pid, 6, aspect=W / H), W, H, quality=quality)
+        assert 1.0 <= info["zoom"] <= 2.0 and "zoomed in" in info["framing"] or info["zoom"] == 1.0
+        for i, frame in enumerate(frames):
+            assert folds(frame) == 0, (pid, i)
+            fill = frame[..., 2] > 0
+            if info["outside_fraction_max"] == 0.0:
+                assert not fill.any(), (pid, i)
+            else:
+                # Fill pixels are the neutral grey hatch (their rim blends with the photo's edge).
+                core = cv2.erode(fill.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+                grey = (frame[core] == (128, 128, 128)).all(-1) | (frame[core] == (150, 150, 150)).all(-1)
+                assert grey.all(), (pid, i)
+        if info["outside_fraction_max"] > 0.0:
+            assert any("grey hatching" in w for w in info["warnings"]), pid
+
+
+def test_zoom_is_the_least_that_keeps_the_camera_inside():
+    image = coordinate_photo(W, H)
+    frames, info = render_kenburns(image, preset_path("roll-clockwise", 6, aspect=W / H), W, H, quality="fast")
+    zoom = info["zoom"]
+    assert 1.0 < zoom < 2.0 and info["outside_fraction_max"] == 0.0
+    assert f"{zoom:.2f}x" in info["framing"]
+    # The worst frame touches the photo's edge: some corner pixel sits at a photo border.
+    edges = []
+    for f in frames:
+        for y, x in [(0, 0), (0, W - 1), (H - 1, 0), (H - 1, W - 1)]:
+            r, g = int(f[y, x, 0]), int(f[y, x, 1])
+            edges.append(min(r, 255 - r, g, 255 - g))
+    assert min(edges) <= 2
+    # A static camera needs no zoom and frame 0 is the photo itself.
+    frames, info = render_kenburns(image, preset_path("static", 3, aspect=W / H), W, H, quality="fast")
+    assert info["zoom"] == 1.0 and np.array_equal(frames[0], image)
+
+
+def test_a_move_beyond_the_photo_is_filled_and_labelled():
+    # A 30-degree pan cannot be shown from this photo even zoomed in 2x.
+    image = coordinate_photo(W, H)
+    frames, info = render_kenburns(image, preset_path("pan-left", 6, amount=0.33, aspect=W / H), W, H)
+    assert info["zoom"] == 2.0 and info["outside_fraction_max"] > 0.05
+    assert "grey hatching" in info["warnings"][-1]
+    assert (frames[0][..., 2] == 0).all()  # frame 0 is all photo
+    assert (frames[-1][..., 2] > 0).mean() == pytest.approx(info["outside_fraction_max"], abs=0.02)

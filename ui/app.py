@@ -12,7 +12,6 @@ import re
 import sys
 import time
 import traceback
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +30,14 @@ from core.params import ParamSpec
 from core.postprocess.chains import STANDARD_CHAINS
 from core.service import CameraSpec, JobRequest, Studio
 
+from .feedback import (ClickBook, PhotoInput, camera_export_path, error_line, generator_caption, hide_internal_endpoints,
+                       named_downloads, scroll_on_finish, status_error, status_note, status_ok)
 from .figures import camera_figure, metric_figure, quality_figure
 from . import longshot as ui_longshot  # Length / Output fps controls, segment marks, seam line
 from .study_tab import build_export_panel, build_study_tab
 from .uploads import uploaded_file
 from .players import SYNC_JS, Player, build_compare_panel, players_html
+from .runs_models import MODEL_HEADERS, RUN_HEADERS, RUN_TYPES, model_rows, run_rows
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 GPU = "gpu"  # the one concurrency id of every event that uses the device
@@ -146,6 +148,15 @@ def _keyframe_rows(path: cam.CameraPath, n: int = 5) -> list[list[float]]:
     return rows
 
 
+def _rows_to_list(rows: Any) -> list[list[float]]:
+    """A keyframe table's non-empty rows as plain lists (pandas frame or list of lists)."""
+    if rows is None:
+        return []
+    values = rows.values.tolist() if hasattr(rows, "values") else list(rows)
+    return [list(r) for r in values if any(c not in (None, "") and not (isinstance(c, float) and np.isnan(c))
+                                           for c in r)]
+
+
 def _rows_to_keyframes(rows: Any) -> tuple[dict[str, Any], ...]:
     if rows is None:
         return ()
@@ -181,9 +192,12 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
         info = infos.get(name)
         return (info.width or 512, info.height or 320) if info else (512, 320)
 
+    click_book = ClickBook()  # waypoints per session, so fast clicks never overwrite each other
+
     with gr.Blocks(title="CamI2V Studio") as demo:
         photo_state = gr.State(None)  # (H, W, 3) uint8 of the current photo
         waypoints_state = gr.State([])  # normalised clicks inside the crop
+        kf_auto = gr.State([])  # the keyframe rows last filled in automatically (not the user's)
         job_state = gr.State("")
         results_state = gr.State({"run": None, "chains": {}})
 
@@ -192,14 +206,14 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                         "post-processed and compared side by side.")
             gr.Markdown(f"**Device:** {studio.device} · {studio.dtype_name}", elem_classes="device-badge")
         for msg in studio.startup_messages():
-            gr.Markdown(f"⚠️ {msg}", elem_classes="warning-banner")
+            gr.Markdown(status_note(msg), elem_classes="warning-banner")
 
         with gr.Tabs() as tabs:
             # ------------------------------------------------------------------ Create
             with gr.Tab("Create", id="create"):
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=5):
-                        photo = gr.Image(label="Interior photo", type="filepath", sources=["upload", "clipboard"],
+                        photo = PhotoInput(label="Interior photo", type="filepath", sources=["upload", "clipboard"],
                                          height=260, elem_id="photo")
                         if examples:
                             gr.Examples(examples=[[e] for e in examples], inputs=[photo], label="Example rooms")
@@ -232,7 +246,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                             with gr.Row():
                                 seed = gr.Number(value=12333, precision=0, label="Seed", minimum=0,
                                                  maximum=2**32 - 1, scale=4)
-                                dice = gr.Button("🎲", scale=1, min_width=40)
+                                dice = gr.Button("Random", scale=1, min_width=60)
 
                         with gr.Group():
                             gr.Markdown("### Camera")
@@ -260,13 +274,16 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                                             "through, in order.", elem_classes="dim")
                                 with gr.Row():
                                     depth = gr.Slider(0.2, 5.0, value=1.0, step=0.1, label="Depth of the points")
+                                    wp_amount = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Move amount",
+                                                          info="How much of the clicked walk the clip covers",
+                                                          elem_id="wp-amount")
                                     wp_clear = gr.Button("Clear points", size="sm")
                             with gr.Group(visible=False) as file_box:
                                 cam_file = gr.File(label="RealEstate10K camera file (.txt)", file_types=[".txt"],
                                                    type="filepath")
                             length_s, out_fps = ui_longshot.length_controls()  # long shots (issue 11)
                             camera_plot = gr.Plot(label="Camera path (blue → red over time)", elem_id="camera-plot")
-                            camera_msg = gr.Markdown(elem_classes="warning")
+                            camera_msg = gr.Markdown(elem_classes="warning", elem_id="camera-msg")
                             with gr.Row():
                                 adherence_box = gr.Checkbox(
                                     value=False, label="Score camera adherence",
@@ -336,7 +353,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                                 "chains at the generator's size.")
 
             # ------------------------------------------------------------------ Runs
-            with gr.Tab("Runs", id="runs"):
+            with gr.Tab("Runs", id="runs") as runs_tab:
                 gr.Markdown("Every run keeps its own folder with `run.json`, the input photo, every video and "
                             "the metrics. Pick one to show it in the Create tab.")
                 with gr.Row():
@@ -344,10 +361,12 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                     run_pick = gr.Dropdown(label="Run", choices=[], scale=4)
                     run_open = gr.Button("Show in Create", size="sm")
                     run_resume = gr.Button("Resume partial run", size="sm", elem_id="resume-btn")
-                resume_msg = gr.Markdown(elem_id="resume-status")
-                runs_table = gr.Dataframe(headers=["run", "created", "status", "model", "chains", "error"],
-                                          interactive=False, wrap=True)
                 jobs_md = gr.Markdown(elem_id="jobs")
+                runs_table = gr.Dataframe(headers=RUN_HEADERS, datatype=RUN_TYPES, interactive=False, wrap=True,
+                                          max_height=900, elem_id="runs-table")
+                with gr.Accordion("Study cells (runs made by the Study tab)", open=False):
+                    study_runs_table = gr.Dataframe(headers=RUN_HEADERS, datatype=RUN_TYPES, interactive=False,
+                                                    wrap=True, max_height=600, elem_id="study-runs-table")
 
             # ------------------------------------------------------------------ Study
             with gr.Tab("Study", id="study"):
@@ -361,8 +380,8 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
 
             # ------------------------------------------------------------------ Models
             with gr.Tab("Models", id="models"):
-                models_table = gr.Dataframe(headers=["name", "kind", "model", "available", "why not", "licence"],
-                                            interactive=False, wrap=True)
+                models_table = gr.Dataframe(headers=MODEL_HEADERS, interactive=False, wrap=True, max_height=1200,
+                                            elem_id="models-table")
                 with gr.Row():
                     dl_pick = gr.Dropdown(label="Fetch weights of", choices=[
                         (e.label, e.name) for e in studio.registry if e.files], scale=4)
@@ -375,16 +394,27 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                 status_refresh = gr.Button("Refresh", size="sm")
 
         # ============================================================== handlers
-        def load_photo(path, model_name, wps):
+        def run_input(value) -> Path | None:
+            """The path when `value` is a run's stored input photo (outputs/<run>/input.*)."""
+            raw = value.get("path") if isinstance(value, dict) else value
+            if not isinstance(raw, (str, Path)):
+                return None
+            p = Path(raw).resolve()
+            root = Path(studio.settings.outputs).resolve()
+            return p if p.name.startswith("input.") and p.parent.parent == root and p.is_file() else None
+
+        def load_photo(path, model_name, wps, request: gr.Request = None):
             if not path:
                 return None, None, []
             try:
-                image = studio.load_image(uploaded_file(path, "The photo"))
+                image = studio.load_image(run_input(path) or uploaded_file(path, "The photo"))
             except StudioError as exc:
-                gr.Warning(str(exc))
-                return None, None, []
+                # one clear line (the CLI's); the last good photo, preview and points stay
+                gr.Warning(error_line(exc))
+                return gr.update(), gr.update(), gr.update()
             w, h = model_size(model_name)
-            return image, framing_preview(image, w, h, []), []
+            kept = list(wps or []) if run_input(path) else []  # a restored run keeps its points
+            return image, framing_preview(image, w, h, kept), click_book.set(request, kept)
 
         def model_changed(name, image, wps):
             info = infos.get(name)
@@ -392,7 +422,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             if info is None:
                 note = ""
             elif not info.available:
-                note = f"⚠️ {info.label} is unavailable here: {info.reason}."
+                note = status_note(f"{info.label} is unavailable here: {info.reason}.")
             elif not info.is_ai:
                 note = (f"**{info.label}** — a no-AI preview: it moves a camera over the photo as a flat picture "
                         "(no parallax, nothing new is imagined). AI generators take over once their weights are present.")
@@ -414,13 +444,14 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
         def mode_changed(mode):
             return [gr.update(visible=mode == m) for m in MODES]
 
-        def camera_spec(mode, pid, amt, dist, ease, kf_rows, wps, dep, fpath) -> CameraSpec:
+        def camera_spec(mode, pid, amt, dist, ease, kf_rows, wps, dep, fpath, wp_amt=1.0) -> CameraSpec:
             if mode == "Keyframes":
                 return CameraSpec(mode="keyframes", keyframes=_rows_to_keyframes(kf_rows))
             if mode == "Waypoints":
                 if not wps:
                     raise StudioError("Click the framing preview to add at least one waypoint.")
-                return CameraSpec(mode="waypoints", waypoints=tuple(tuple(p) for p in wps), depth=float(dep))
+                return CameraSpec(mode="waypoints", waypoints=tuple(tuple(p) for p in wps), depth=float(dep),
+                                  amount=None if wp_amt is None or float(wp_amt) >= 1.0 else float(wp_amt))
             if mode == "File":
                 if not fpath:
                     raise StudioError("Upload a RealEstate10K camera file (.txt) first.")
@@ -435,7 +466,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                 return CameraSpec(mode="file", text=text, distance=float(dist))
             return CameraSpec(mode="preset", preset=pid, amount=float(amt), distance=float(dist), easing=ease)
 
-        cam_inputs = [cam_mode, preset, amount, distance, easing, kf_table, waypoints_state, depth, cam_file]
+        cam_inputs = [cam_mode, preset, amount, distance, easing, kf_table, waypoints_state, depth, cam_file, wp_amount]
 
         def update_camera(name, *args):
             w, h = model_size(name)
@@ -447,13 +478,41 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                 else:
                     path = studio.camera_path(camera_spec(*args), name)
             except StudioError as exc:
-                return camera_figure(None, w, h, "Camera path not valid"), f"⚠️ {exc}"
+                return camera_figure(None, w, h, "Camera path not valid"), status_note(error_line(exc))
             except Exception as exc:  # keep the panel alive on anything unexpected
-                return camera_figure(None, w, h, "Camera path not valid"), f"⚠️ {exc}"
+                return camera_figure(None, w, h, "Camera path not valid"), status_note(error_line(exc))
             m = path.motion_summary()
             summary = ", ".join(f"{k.replace('_', ' ')} {v:.3g}" for k, v in m.items())
             segs = f" · {len(starts) + 1} segments" if starts else ""
-            return camera_figure(path, w, h, segment_starts=starts), f"{path.num_frames} frames{segs} · {summary}"
+            fig = camera_figure(path, w, h, segment_starts=starts)
+            problem = path_problem(name, path)
+            if problem:  # say it now, not after Generate
+                extra = " (Move amount is next to the points; or remove a point.)" if args[0] == "Waypoints" else ""
+                return fig, status_note(f"Generate will refuse this path: {problem}{extra}")
+            points = f"{len(args[6] or [])} point(s) · " if args[0] == "Waypoints" else ""
+            return fig, f"{points}{path.num_frames} frames{segs} · {summary}"
+
+        def path_problem(name, path) -> str | None:
+            """What the chosen generator would refuse about `path` (the preview's turn limit)."""
+            info = infos.get(name)
+            if info is None or info.variant != "kenburns":
+                return None
+            from core.generators.kenburns import camera_problem
+
+            w, h = model_size(name)
+            return camera_problem(path, w, h)
+
+        def keyframes_for_mode(mode, rows, auto, pid, amt, dist, ease, name):
+            """Entering Keyframes starts from the current preset, unless the table holds the
+            user's own edits (anything other than what was filled in automatically)."""
+            current = _rows_to_list(rows)
+            if mode != "Keyframes" or (current and current != auto):
+                return gr.update(), auto
+            try:
+                filled, _ = fill_keyframes(pid, amt, dist, ease, name)
+            except StudioError:
+                return gr.update(), auto
+            return filled, filled
 
         def fill_keyframes(pid, amt, dist, ease, name):
             w, h = model_size(name)
@@ -461,7 +520,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             path = cam.preset_path(pid, num_frames=n, amount=amt, distance=dist, aspect=w / h, easing=ease)
             return _keyframe_rows(path), "Keyframes"
 
-        def add_waypoint(image, wps, name, evt: gr.SelectData):
+        def add_waypoint(image, wps, name, evt: gr.SelectData, request: gr.Request = None):
             if image is None:
                 return wps, None, gr.update()
             w, h = model_size(name)
@@ -473,41 +532,77 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             if not (0 <= u <= 1 and 0 <= v <= 1):
                 gr.Warning("That point is outside the frame the model sees; click inside the bright area.")
                 return wps, framing_preview(image, w, h, wps), gr.update()
-            wps = list(wps) + [(round(u, 4), round(v, 4))]
+            wps = click_book.append(request, wps, (round(u, 4), round(v, 4)))  # every click lands
             return wps, framing_preview(image, w, h, wps), "Waypoints"
 
-        def clear_waypoints(image, name):
+        def clear_waypoints(image, name, request: gr.Request = None):
             w, h = model_size(name)
-            return [], framing_preview(image, w, h, [])
+            return click_book.set(request, []), framing_preview(image, w, h, [])
 
         def export_camera(name, *args):
+            """The download button's file for the current path, prepared whenever the path
+            changes (a DownloadButton serves what it holds at click time); None when invalid."""
             try:
                 path = studio.camera_path(camera_spec(*args), name)
-            except StudioError as exc:
-                raise _error(exc)
-            # A fresh folder per export: sessions never overwrite each other's file, and the
-            # path's name (which a camera file can set) only ever yields a sanitised stem.
-            out = studio.settings.outputs / "camera-exports" / uuid.uuid4().hex[:12]
-            out.mkdir(parents=True, exist_ok=True)
-            f = out / f"camera-{safe_stem(path.name)}.txt"
-            try:
-                path.save_realestate10k(f)  # atomic: a full disk leaves no empty file
-            except StudioError as exc:
-                raise _error(exc)
+                # A folder per path text: sessions never overwrite each other's file, and the
+                # path's name (which a camera file can set) only ever yields a sanitised stem.
+                text = path.to_realestate10k()
+                f = camera_export_path(studio.settings.outputs, text, safe_stem(path.name))
+            except Exception:
+                return None  # nothing to download while the path is not valid
             return str(f)
 
         def do_caption(image, instructions, progress=gr.Progress()):
             if image is None:
-                raise gr.Error("Upload a photo first.")
+                gr.Warning("Upload a photo first.")
+                return gr.update()
             try:
                 return studio.caption(image, instructions, progress=lambda f, m: progress(f, desc=m))
-            except BaseException as exc:
-                raise _error(exc)
+            except Exception as exc:  # one line; the prompt keeps its text
+                gr.Warning(error_line(exc))
+                return gr.update()
 
         def cancel_job(job, request: gr.Request):
             if job and studio.cancel(job, user=_user(request)):
                 return "Cancelling after the current step…"
             return "Nothing is running."
+
+        def run_model(state) -> tuple[str, str, bool]:
+            """(model name, caption, is_ai) of the run a results state shows; remembered in the
+            state (read once from run.json, which names the generator from the start)."""
+            if not state.get("model") and state.get("run"):
+                try:
+                    state["model"] = (studio.open_run(state["run"]).data.get("params") or {}).get("model", "")
+                except StudioError:
+                    state["model"] = ""
+            name = state.get("model") or ""
+            info = infos.get(name)
+            is_ai = info.is_ai if info else True
+            return name, (generator_caption(name, info.label if info else None, is_ai) if name else ""), is_ai
+
+        def run_notes(state) -> list[str]:
+            """The generator's own notes on the clip (Ken Burns: how far it zoomed in to stay
+            inside the photo, or that part of a frame is the labelled outside fill)."""
+            if "notes" not in state and state.get("run") and state.get("chains"):
+                try:
+                    gi = studio.open_run(state["run"]).data.get("generator_info") or {}
+                except StudioError:
+                    gi = {}
+                notes = [gi["framing"]] if isinstance(gi.get("framing"), str) else []
+                notes += [w for w in gi.get("warnings") or [] if isinstance(w, str)]
+                state["notes"] = notes
+            return list(state.get("notes") or [])
+
+        def result_downloads(state) -> list[str]:
+            """The chains' videos named '<chain>__<model>.mp4' (like the CLI's <chain>.mp4)."""
+            name, _, is_ai = run_model(state)
+            videos = {k: v["video"] for k, v in state.get("chains", {}).items() if Path(v["video"]).exists()}
+            if not videos or not state.get("run"):
+                return list(videos.values())
+            try:
+                return named_downloads(studio.open_run(state["run"]).dir, videos, name or "model", is_ai)
+            except (OSError, StudioError):
+                return list(videos.values())
 
         def render_results(state, var):
             chains_ = state.get("chains", {})
@@ -519,7 +614,12 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                 ms, variant=var, **({} if var == "study" else {"metrics": metriclib.DASHBOARD_METRICS})) if ms else []
             md = metriclib.render_markdown(rows) if rows else ""
             if md and state.get("run"):
-                md = f"Run `{state['run']}` · mean (±std) over consecutive frame pairs\n\n" + md
+                made_by = run_model(state)[1]
+                md = (f"Run `{state['run']}`" + (f" · made by **{made_by}**" if made_by else "") +
+                      " · mean (±std) over consecutive frame pairs\n\n" + md)
+            notes = run_notes(state)
+            if md and notes:
+                md += "\n\n" + " ".join(notes)
             adh = next((m["adherence"] for m in ms.values() if m.get("adherence")), None)
             if adh:
                 md += "\n\n" + adherence_markdown(adh)
@@ -528,7 +628,8 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             return metric_figure(ms, "tpsnr", var, order), metric_figure(ms, "tssim", var, order), md
 
         def render_players(state, note=""):
-            ps = [Player(k, Path(v["video"]), v["width"], v["height"], v["fps"], v.get("caption", ""))
+            made_by = run_model(state)[1]
+            ps = [Player(k, Path(v["video"]), v["width"], v["height"], v["fps"], v.get("caption") or made_by)
                   for k, v in state.get("chains", {}).items()]
             return players_html(ps, note)
 
@@ -564,24 +665,28 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                     files.append(str(ev.video))
                     psnr_fig, ssim_fig, md = render_results(state, var)
                     yield {players: render_players(state), psnr_plot: psnr_fig, ssim_plot: ssim_fig,
-                           table: md, results_state: state, downloads: list(files),
+                           table: md, results_state: state, downloads: result_downloads(state) or list(files),
                            status: f"Run `{state['run']}`: {len(state['chains'])} of {expected or '?'} chain(s) ready…"}
                 elif ev.kind == "done":
                     run = studio.open_run(ev.run_id, user)
                     extra = [str(run.path("metrics")), str(run.dir / "run.json"), str(run.path("camera"))]
-                    yield {downloads: files + [f for f in extra if Path(f).exists()],
-                           status: f"✅ Run `{ev.run_id}` complete: {len(state['chains'])} chain(s).",
+                    yield {downloads: (result_downloads(state) or files) + [f for f in extra if Path(f).exists()],
+                           status: status_ok(f"Run `{ev.run_id}` complete: {len(state['chains'])} chain(s)."),
                            results_state: state}
                 elif ev.kind in ("failed", "cancelled"):
-                    kept = f" {len(state['chains'])} finished chain(s) were kept in run `{state['run']}`." \
+                    kept = f"{len(state['chains'])} finished chain(s) were kept in run `{state['run']}`." \
                         if state["chains"] else ""
-                    yield {status: f"❌ {ev.error or ev.message}{kept}"}
+                    # one error line in the status; the players leave "Generating…" for what was kept
+                    yield {status: status_error(ev.error or ev.message, kept),
+                           players: render_players(state) if state["chains"] else
+                           players_html([], f"No result: the run {'was cancelled' if ev.kind == 'cancelled' else 'failed'}.")}
 
         def run_generate(data, request: gr.Request = None, progress=gr.Progress()):
             name = data[model]
             image = data[photo_state]
-            if image is None:
-                raise gr.Error("Upload a photo first (or pick an example room).")
+            if image is None:  # one status line, not an Error badge on every output
+                yield {status: status_error("Upload a photo first (or pick an example room).")}
+                return
             try:
                 spec = camera_spec(*(data[c] for c in cam_inputs))
                 params = {s.name: data[c] for m, s, c in param_controls if m == name}
@@ -592,16 +697,19 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                 picked += [c.strip() for c in (data[custom_chain] or "").split(",") if c.strip()]
                 if not picked:
                     raise StudioError("Tick at least one chain to compare (for example 'none').")
+                photo_file = data.get(photo)
                 job_request = JobRequest(
                     image=image, camera=spec, model=name, prompt=data[prompt] or "",
+                    image_name=Path(photo_file).name if isinstance(photo_file, str) and photo_file else None,
                     seed=int(data[seed] or 0), params=params, measure_adherence=bool(data[adherence_box]),
                     chains=tuple(picked), roles={"denoise": data[denoiser], "upscale": data[upscaler],
                                                    "interpolate": data[interpolator]},
                     stage_params=stage_params, **ui_longshot.length_fields(data[length_s], data[out_fps]),
                 )
                 job = studio.submit_job(job_request, user=_user(request))
-            except BaseException as exc:
-                raise _error(exc)
+            except Exception as exc:  # one status line; the last results stay
+                yield {status: status_error(exc)}
+                return
             yield {job_state: job, status: "Submitted…", players: players_html([], "Generating…")}
             yield from follow_job(job, data[variant], progress, user=_user(request))
 
@@ -654,23 +762,19 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             return "Running jobs (Show re-attaches to one):\n\n" + "\n".join(lines)
 
         def refresh_runs(request: gr.Request = None):
-            runs = studio.list_runs(100, user=_user(request))
-            rows = []
-            for r in runs:
-                d = r.data or {}
-                rows.append([r.id, r.created or "", r.status, (d.get("params") or {}).get("model", ""),
-                             ", ".join(r.chains), r.error or ""])
-            return rows, gr.update(choices=[r.id for r in runs if r.status in ("complete", "failed", "running",
-                                                                                 "cancelled", "interrupted",
-                                                                                 "partial")])
+            rows = run_rows(studio.list_runs(100, user=_user(request)), studio.settings.outputs,
+                            {i.name: i.label for i in studio.model_infos()})
+            return rows.runs, rows.study, gr.update(choices=rows.openable)
 
         def open_run(run_id, var, request: gr.Request = None):
+            """Show a past run in Create: its players, plots and table, and its photo, model,
+            camera, chains, prompt and seed back in the form (so it can be rerun or varied)."""
             if not run_id:
-                raise gr.Error("Pick a run first.")
+                return {status: status_error("Pick a run first.")}
             try:
                 run = studio.open_run(run_id, user=_user(request))
             except StudioError as exc:
-                raise _error(exc)
+                return {status: status_error(exc)}
             state = {"run": run_id, "chains": {}, "seams": ui_longshot.run_seams(studio, run_id)}
             files = []
             for name, entry in run.data.get("chains", {}).items():
@@ -683,8 +787,55 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                                          "fps": m.get("fps") or 10.0}
                 files.append(str(run.dir / f))
             psnr_fig, ssim_fig, md = render_results(state, var)
-            return (render_players(state), psnr_fig, ssim_fig, md, state, files,
-                    f"Showing run `{run_id}` ({run.effective_status}).", gr.Tabs(selected="create"))
+            out = {players: render_players(state), psnr_plot: psnr_fig, ssim_plot: ssim_fig, table: md,
+                   results_state: state, downloads: result_downloads(state) or files,
+                   status: f"Showing run `{run_id}` ({run.effective_status}).", tabs: gr.Tabs(selected="create")}
+            out.update(restore_form(run))
+            if waypoints_state in out:
+                click_book.set(request, out[waypoints_state])
+            return out
+
+        def restore_form(run) -> dict[Any, Any]:
+            """Form updates that put a run's inputs back (what run.json recorded)."""
+            p = run.data.get("params") or {}
+            out: dict[Any, Any] = {}
+            src = run.dir / ((run.data.get("input") or {}).get("file") or "")
+            if src.is_file():
+                try:
+                    image = studio.load_image(src)
+                    out.update({photo: str(src), photo_state: image})
+                except StudioError:
+                    pass
+            if p.get("model") in infos:
+                out[model] = p["model"]
+            c = p.get("camera") or {}
+            mode = c.get("mode")
+            if mode == "preset" and c.get("preset") in cam.PRESETS:
+                spec = cam.PRESETS[c["preset"]]
+                out.update({cam_mode: "Preset", preset: c["preset"], preset_desc: spec.description,
+                            amount: spec.default_amount if c.get("amount") is None else c["amount"],
+                            distance: spec.default_distance if c.get("distance") is None else c["distance"],
+                            easing: c.get("easing") or "linear"})
+            elif mode == "keyframes":
+                rows = [[k.get("time", 0.0), *(list(k.get("position") or [0, 0, 0]) + [0, 0, 0])[:3],
+                         k.get("yaw", 0.0), k.get("pitch", 0.0), k.get("roll", 0.0)] for k in c.get("keyframes", [])]
+                out.update({cam_mode: "Keyframes", kf_table: rows})
+            elif mode == "waypoints":
+                wps = [tuple(w) for w in c.get("waypoints", [])]
+                out.update({cam_mode: "Waypoints", waypoints_state: wps, depth: c.get("depth") or 1.0})
+                if photo_state in out:
+                    w, h = model_size(p.get("model", ""))
+                    out[preview] = framing_preview(out[photo_state], w, h, wps)
+            picked = [str(x) for x in p.get("chains") or []]
+            if picked:
+                out[chains] = [x for x in picked if x in STANDARD_CHAINS]
+                out[custom_chain] = ", ".join(x for x in picked if x not in STANDARD_CHAINS)
+            if isinstance(p.get("prompt"), str):
+                out[prompt] = p["prompt"]
+            seed_value = (run.data.get("seeds") or {}).get("generator")
+            if isinstance(seed_value, int):
+                out[seed] = seed_value
+            return out
 
         def loaded_models():
             st = [[r["name"], r["state"], str(r.get("device") or ""), str(r.get("dtype") or ""),
@@ -702,10 +853,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             return st, " · ".join(parts)
 
         def refresh_models():
-            rows = []
-            for i in studio.model_infos():
-                rows.append([i.name, i.kind, i.label, "yes" if i.available else "no", i.reason, i.license])
-            return (rows, *loaded_models())
+            return (model_rows(studio.model_infos()), *loaded_models())
 
         def download(name, progress=gr.Progress()):
             if not name:
@@ -715,8 +863,8 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             try:
                 reports = weights.fetch(studio.registry, name, progress=lambda f, m: progress(f, desc=m))
             except StudioError as exc:
-                return f"❌ {exc}"
-            return "✅ " + "; ".join(str(getattr(r, "message", r)) for r in reports)
+                return status_error(exc)
+            return status_ok("; ".join(str(getattr(r, "message", r)) for r in reports))
 
         # ============================================================== wiring
         photo.change(load_photo, [photo, model, waypoints_state], [photo_state, preview, waypoints_state]) \
@@ -724,22 +872,26 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
         model.change(model_changed, [model, photo_state, waypoints_state],
                      [model_note, camera_note, preview] + list(param_boxes.values())) \
             .then(update_camera, [model] + cam_inputs, [camera_plot, camera_msg])
-        preset.change(preset_changed, [preset], [amount, distance, preset_desc])
+        preset.input(preset_changed, [preset], [amount, distance, preset_desc])
         cam_mode.change(mode_changed, [cam_mode], [preset_box, kf_box, wp_box, file_box])
-        for comp in (cam_mode, preset, amount, distance, easing, kf_table, depth, cam_file, length_s, out_fps):
+        cam_mode.change(keyframes_for_mode, [cam_mode, kf_table, kf_auto, preset, amount, distance, easing, model],
+                        [kf_table, kf_auto], queue=False)
+        for comp in (cam_mode, preset, amount, distance, easing, kf_table, depth, cam_file, wp_amount, length_s,
+                     out_fps):
             comp.change(update_camera, [model] + cam_inputs + [length_s, out_fps], [camera_plot, camera_msg],
                         queue=False)
         kf_fill.click(fill_keyframes, [preset, amount, distance, easing, model], [kf_table, cam_mode])
-        preview.select(add_waypoint, [photo_state, waypoints_state, model], [waypoints_state, preview, cam_mode]) \
+        preview.select(add_waypoint, [photo_state, waypoints_state, model], [waypoints_state, preview, cam_mode],
+                       trigger_mode="multiple", show_progress="hidden") \
             .then(update_camera, [model] + cam_inputs, [camera_plot, camera_msg])
         wp_clear.click(clear_waypoints, [photo_state, model], [waypoints_state, preview]) \
             .then(update_camera, [model] + cam_inputs, [camera_plot, camera_msg])
-        camera_export.click(export_camera, [model] + cam_inputs, [camera_export])
+        camera_plot.change(export_camera, [model] + cam_inputs, [camera_export], queue=False)
         dice.click(lambda: random.randint(0, 2**31 - 1), None, [seed], queue=False)
         caption_btn.click(do_caption, [photo_state, caption_prompt], [prompt], concurrency_id=GPU,
                           concurrency_limit=1, api_name="caption")
 
-        gen_inputs = {model, photo_state, prompt, adherence_box, seed, chains, custom_chain, denoiser,
+        gen_inputs = {model, photo, photo_state, prompt, adherence_box, seed, chains, custom_chain, denoiser,
                       upscaler, interpolator, variant, *cam_inputs, length_s, out_fps,
                       *(c for _, _, c in param_controls),
                       *(c for _, _, c in stage_controls)}
@@ -759,15 +911,18 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                                                      if v.get("metrics")}, var if var != "study" else "native"),
                      [results_state, variant], [quality_plot], queue=False)
 
-        runs_refresh.click(refresh_runs, None, [runs_table, run_pick])
-        # a partial long shot (cancelled after some segments) continues from its last finished segment
+        runs_refresh.click(refresh_runs, None, [runs_table, study_runs_table, run_pick])
+        runs_tab.select(refresh_runs, None, [runs_table, study_runs_table, run_pick])
+        runs_tab.select(jobs_markdown, None, [jobs_md], queue=False)
         # a partial long shot (cancelled after some segments) continues from its last finished
         # segment as a server job, followed here like a Generate
         run_resume.click(resume_partial, [run_pick, variant], job_outputs, concurrency_limit=None,
                          show_progress_on=[status], api_visibility="private", cancels=[reattached]) \
-            .then(refresh_runs, None, [runs_table, run_pick])
+            .then(refresh_runs, None, [runs_table, study_runs_table, run_pick])
         run_open.click(open_run, [run_pick, variant],
-                       [players, psnr_plot, ssim_plot, table, results_state, downloads, status, tabs])
+                       [players, psnr_plot, ssim_plot, table, results_state, downloads, status, tabs, photo,
+                        photo_state, preview, model, cam_mode, preset, preset_desc, amount, distance, easing,
+                        kf_table, waypoints_state, depth, chains, custom_chain, prompt, seed])
         run_open.click(follow_opened_run, [run_pick, variant], job_outputs, concurrency_limit=None,
                        show_progress_on=[status], api_visibility="private", cancels=[reattached])
         runs_refresh.click(jobs_markdown, None, [jobs_md], queue=False)
@@ -814,11 +969,15 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
         gr.api(walkthrough, api_name="walkthrough", concurrency_limit=None)
 
         demo.load(jobs_markdown, None, [jobs_md], queue=False)
-        demo.load(refresh_runs, None, [runs_table, run_pick]) \
+        demo.load(refresh_runs, None, [runs_table, study_runs_table, run_pick]) \
             .then(refresh_models, None, [models_table, status_table, mem_md]) \
             .then(model_changed, [model, photo_state, waypoints_state],
                   [model_note, camera_note, preview] + list(param_boxes.values())) \
             .then(update_camera, [model] + cam_inputs, [camera_plot, camera_msg])
+
+    # [dash] the API page lists the public endpoints only; results scroll into view after Generate
+    hide_internal_endpoints(demo)
+    scroll_on_finish(demo, "generate")
 
     launch_kwargs = dict(
         theme=gr.themes.Soft(primary_hue="blue"),

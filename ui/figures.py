@@ -76,10 +76,11 @@ def camera_figure(path: CameraPath | None, width: int = 512, height: int = 320,
     mid = (track.max(0) + track.min(0)) / 2
     rng = [[m - span, m + span] for m in mid]
     fig.update_layout(
-        height=340, margin=dict(l=0, r=0, t=10, b=0), showlegend=False,
+        # the eye stands far enough back that the axis titles stay inside the plot
+        height=360, margin=dict(l=10, r=10, t=10, b=10), showlegend=False,
         scene=dict(xaxis=dict(title="x (right)", range=rng[0]), yaxis=dict(title="y (up)", range=rng[1]),
                    zaxis=dict(title="z (forward)", range=rng[2]), aspectmode="cube",
-                   camera=dict(eye=dict(x=1.2, y=0.9, z=-1.6), up=dict(x=0, y=1, z=0))),
+                   camera=dict(eye=dict(x=1.55, y=1.15, z=-2.05), up=dict(x=0, y=1, z=0))),
     )
     return fig
 

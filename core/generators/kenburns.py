@@ -15,8 +15,12 @@ OpenCV axes: moving forward magnifies, moving left (-x) shifts the content right
 
 Borders. The photo is resized so that the output's centre crop covers the frame ("cover", no
 distortion); the whole resized photo is kept as the warp source, so moves that look past the
-crop show real photo content first. Whatever lies beyond the photo is filled by mirror
-reflection of its edge (BORDER_REFLECT_101), so no frame ever contains a black wedge.
+crop show real photo content first. A preview must never invent content, so the virtual camera
+then zooms in (one constant factor for the whole clip, like a longer lens, never a zoom move)
+just as much as needed for every frame to stay inside the photo; `info["zoom"]` and
+`info["framing"]` say so. Up to `MAX_ZOOM`: a move that would need more (or that leaves the
+photo whatever the zoom, e.g. a long slide) shows what lies beyond the photo as a neutral grey
+hatched fill (`OUTSIDE_FILL`), reported in `info["outside_fraction_max"]` and a warning.
 `info["photo_fraction_min"]` says how much of the worst frame came from the photo itself.
 
 Cost: one resize, then one `cv2.warpPerspective` per frame with precomputed matrices.
@@ -44,6 +48,13 @@ _MIN_FORWARD = 0.02
 # The camera must stay this fraction of the plane depth in front of the plane.
 _MIN_CLEARANCE = 0.05
 _MAX_OUTPUT_BYTES = 4 * 2**30
+# Beyond this zoom a preview turns into a blurry close-up of a few hundred photo pixels; the
+# rest of the move is shown as labelled fill instead.
+MAX_ZOOM = 2.0
+# The neutral fill for what lies outside the photo: mid grey with lighter diagonal hatching, so
+# it reads as "nothing here" and never as part of the room.
+OUTSIDE_FILL = (128, 128, 128)
+OUTSIDE_HATCH = (150, 150, 150)
 
 # Pixel centres: cv2 puts them at integers, the RealEstate10K intrinsics at i + 0.5.
 _TO_CONTINUOUS = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
@@ -124,6 +135,16 @@ def frame_to_photo_homographies(
     return K0[None] @ plane @ R @ Kinv
 
 
+def camera_problem(camera: CameraPath, width: int = 512, height: int = 320, plane_depth: float = 1.5) -> str | None:
+    """Why the preview would refuse `camera` (the one-line InputError text), or None. Cheap:
+    matrices only, so the dashboard can warn while a path is being drawn."""
+    try:
+        frame_to_photo_homographies(camera, width, height, plane_depth)
+    except InputError as exc:
+        return str(exc)
+    return None
+
+
 def render_kenburns(
     image: np.ndarray,
     camera: CameraPath,
@@ -136,8 +157,9 @@ def render_kenburns(
     """Render `camera` over `image`.
 
     image: (H, W, 3) uint8 RGB, any size. Returns frames (T, height, width, 3) uint8 RGB with
-    T = camera.num_frames, and an info dict (crop box in photo pixels, source size, supersample
-    factor, photo coverage, warnings). quality "fast": source at output resolution, bilinear;
+    T = camera.num_frames, and an info dict (frame 0's crop box in photo pixels, source size,
+    supersample factor, zoom and a `framing` sentence, photo coverage, outside fraction,
+    warnings). quality "fast": source at output resolution, bilinear;
     "high": source at 2x when the photo has the pixels (frame 0 then equals a 2x2 box-filtered
     crop), bicubic. Deterministic: identical inputs give identical bytes.
     """
@@ -173,16 +195,49 @@ def render_kenburns(
     maps = _TO_INTEGER[None] @ A[None] @ H_inv @ _TO_CONTINUOUS[None]
     maps /= maps[:, 2:3, 2:3]
 
+    zoom, fits = fit_zoom(maps, width, height, source.shape[1], source.shape[0], MAX_ZOOM)
+    if zoom > 1.0:
+        maps = maps @ _zoom_matrix(zoom, width, height)[None]
+        s = 1.0 / zoom  # frame 0's view is the centre 1/zoom of the cover crop
+        cx, cy, cw, ch = (crop[0] + crop[2]) / 2, (crop[1] + crop[3]) / 2, crop[2] - crop[0], crop[3] - crop[1]
+        crop = [int(round(cx - s * cw / 2)), int(round(cy - s * ch / 2)),
+                int(round(cx + s * cw / 2)), int(round(cy + s * ch / 2))]
     coverage = _photo_fraction(maps, width, height, source.shape[1], source.shape[0])
     interp = cv2.INTER_CUBIC if quality == "high" else cv2.INTER_LINEAR
     flags = interp | cv2.WARP_INVERSE_MAP
     t = camera.num_frames
     frames = np.empty((t, height, width, 3), dtype=np.uint8)
+    hatch = None if fits else _hatch(width, height)
+    mask = None if fits else np.full(source.shape[:2], 255, np.uint8)
+    inside = np.empty((height, width), np.uint8)
+    outside_max = 0.0
     progress(0.0, "Ken Burns: warping")
     for i in range(t):
-        cv2.warpPerspective(source, maps[i], (width, height), dst=frames[i], flags=flags,
-                            borderMode=cv2.BORDER_REFLECT_101)
+        if fits:
+            # Every sample lies within half a pixel of the photo: replicating the edge pixel
+            # for the interpolation taps invents nothing.
+            cv2.warpPerspective(source, maps[i], (width, height), dst=frames[i], flags=flags,
+                                borderMode=cv2.BORDER_REPLICATE)
+        else:
+            cv2.warpPerspective(source, maps[i], (width, height), dst=frames[i], flags=flags,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=OUTSIDE_FILL)
+            cv2.warpPerspective(mask, maps[i], (width, height), dst=inside,
+                                flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            out = inside == 0
+            frames[i][out] = hatch[out]
+            outside_max = max(outside_max, float(out.mean()))
         progress((i + 1) / t, f"frame {i + 1}/{t}")
+
+    if zoom > 1.0:
+        framing = f"Ken Burns preview zoomed in {zoom:.2f}x so the camera stays inside the photo."
+    else:
+        framing = "Ken Burns preview: the whole move stays inside the photo."
+    if outside_max > 0.0:
+        warnings.append(
+            f"The move leaves the photo (up to {100 * outside_max:.0f}% of a frame, even zoomed in "
+            f"{zoom:.2f}x); that part is shown as grey hatching, not invented. Lower the move amount to avoid it."
+        )
 
     info = {
         "renderer": "kenburns",
@@ -195,6 +250,9 @@ def render_kenburns(
         "photo_size": [int(image.shape[1]), int(image.shape[0])],
         "source_size": [int(source.shape[1]), int(source.shape[0])],
         "supersample": supersample,
+        "zoom": float(zoom),
+        "framing": framing,
+        "outside_fraction_max": outside_max,
         "photo_fraction_min": float(coverage.min()),
         "warnings": warnings,
         "timings": {"render_s": time.perf_counter() - t_start},
@@ -210,6 +268,55 @@ def _photo_fraction(maps: np.ndarray, width: int, height: int, src_w: int, src_h
     x, y = src[:, 0] / src[:, 2], src[:, 1] / src[:, 2]
     inside = (x >= -0.5) & (x <= src_w - 0.5) & (y >= -0.5) & (y <= src_h - 0.5)
     return inside.mean(axis=1)
+
+
+
+def _zoom_matrix(zoom: float, width: int, height: int) -> np.ndarray:
+    """(3, 3) map from integer output pixels to integer pixels of a view zoomed by `zoom` about
+    the frame centre ((width - 1) / 2, (height - 1) / 2)."""
+    s = 1.0 / zoom
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    return np.array([[s, 0.0, cx * (1.0 - s)], [0.0, s, cy * (1.0 - s)], [0.0, 0.0, 1.0]])
+
+
+def fit_zoom(maps: np.ndarray, width: int, height: int, src_w: int, src_h: int,
+             max_zoom: float = MAX_ZOOM) -> tuple[float, bool]:
+    """Smallest zoom >= 1 that keeps every pixel centre of every frame inside the source.
+
+    maps: (T, 3, 3) integer output pixels -> integer source pixels. The output rectangle maps to
+    a convex quadrilateral (every ray meets the plane ahead), so its four corner pixel centres
+    decide, and shrinking the view about its centre only shrinks the quadrilateral: bisection
+    on 1/zoom. Returns (zoom, fits): fits is False when even `max_zoom` (or any zoom, if a
+    frame's centre itself is outside) leaves part of a frame outside; zoom is then `max_zoom`.
+    """
+    corners = np.array([[0.0, 0.0, 1.0], [width - 1.0, 0.0, 1.0],
+                        [0.0, height - 1.0, 1.0], [width - 1.0, height - 1.0, 1.0]]).T
+    eps = 1e-6
+
+    def inside(zoom: float) -> bool:
+        pts = maps @ _zoom_matrix(zoom, width, height) @ corners  # (T, 3, 4)
+        x, y = pts[:, 0] / pts[:, 2], pts[:, 1] / pts[:, 2]
+        return bool(((x >= -eps) & (x <= src_w - 1 + eps) & (y >= -eps) & (y <= src_h - 1 + eps)).all())
+
+    if inside(1.0):
+        return 1.0, True
+    if not inside(max_zoom):
+        return float(max_zoom), False
+    lo, hi = 1.0, float(max_zoom)  # inside(hi) holds, inside(lo) does not
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (lo, mid) if inside(mid) else (mid, hi)
+    return hi, True
+
+
+def _hatch(width: int, height: int) -> np.ndarray:
+    """(height, width, 3) uint8 neutral grey with lighter diagonal stripes: the outside fill."""
+    y, x = np.mgrid[0:height, 0:width]
+    stripes = ((x + y) // 6) % 4 == 0
+    out = np.empty((height, width, 3), np.uint8)
+    out[:] = OUTSIDE_FILL
+    out[stripes] = OUTSIDE_HATCH
+    return out
 
 
 class KenBurnsGenerator(Generator):

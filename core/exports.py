@@ -1,12 +1,15 @@
 """Exports of a run: the files a user downloads, optionally watermarked.
 
-Formats (`FORMATS`), written under fixed names (`EXPORT_NAMES`; the chain number is its index
-in run.json, nothing is ever named after user text):
+Formats (`FORMATS`), written under fixed names (`EXPORT_NAMES`: the chain number is its index
+in run.json, then the chain and the model that made the clip, both from fixed vocabularies
+(registry names), e.g. ``chain-01-denoise+upscale__cami2v-512.mp4`` or
+``chain-00-none__kenburns-no-AI-preview.mp4``; nothing is ever named after user text):
 
-* ``mp4``: ``chain-00.mp4``, the run's file as it is, or re-encoded (H.264, default CRF) when
-  a watermark is applied.
-* ``gif``: ``chain-00.gif`` (looping, palette per frame).
-* ``frames``: ``chain-00-frames.zip`` with lossless ``frame-0000.png`` ... and ``frames.json``.
+* ``mp4``: ``chain-00-<chain>__<model>.mp4``, the run's file as it is, or re-encoded (H.264,
+  default CRF) when a watermark is applied.
+* ``gif``: ``chain-00-<chain>__<model>.gif`` (looping, palette per frame).
+* ``frames``: ``chain-00-<chain>__<model>-frames.zip`` with lossless ``frame-0000.png`` ... and
+  ``frames.json``.
 * ``camera-txt`` / ``camera-json``: the run's camera path as RealEstate10K text (one line per
   video frame: resampled when the generator changed the frame count) and as recorded (JSON).
 * ``run-json`` / ``metrics-json``: the run record and every metric of every chain.
@@ -55,6 +58,7 @@ import datetime as _dt
 import functools
 import hashlib
 import json
+import re
 import math
 import os
 import secrets
@@ -85,9 +89,9 @@ FORMAT_LABELS: dict[str, str] = {
 }
 CHAIN_FORMATS = ("mp4", "gif", "frames")
 EXPORT_NAMES: dict[str, str] = {
-    "mp4": "chain-{index:02d}.mp4",
-    "gif": "chain-{index:02d}.gif",
-    "frames": "chain-{index:02d}-frames.zip",
+    "mp4": "chain-{index:02d}-{stem}.mp4",
+    "gif": "chain-{index:02d}-{stem}.gif",
+    "frames": "chain-{index:02d}-{stem}-frames.zip",
     "camera-txt": "camera.txt",
     "camera-json": "camera.json",
     "run-json": "run.json",
@@ -656,7 +660,8 @@ def export_run(
                 continue
             prog(step / steps, f"{name}: {FORMAT_LABELS[fmt]}")
             step += 1
-            path = dest / EXPORT_NAMES[fmt].format(index=index)
+            gen = manifest["generator"]
+            path = dest / EXPORT_NAMES[fmt].format(index=index, stem=chain_file_stem(name, gen["model"], gen["ai"]))
             src_mp4 = r.dir / entry["files"]["mp4"]
             if fmt == "mp4" and wm is None:
                 _copy(src_mp4, path)
@@ -714,6 +719,15 @@ def export_run(
     atomic_write_bytes(dest / MANIFEST, to_json_text(manifest).encode("utf-8"))
     prog(1.0, "export written")
     return ExportResult(dest, files + [dest / MANIFEST], manifest)
+
+
+def chain_file_stem(chain: str, model: str, is_ai: bool = True) -> str:
+    """File-name stem naming a chain's clip and its model: '<chain>__<model>', with
+    '-no-AI-preview' after the embedded preview's name, e.g. 'denoise+upscale__cami2v-512' or
+    'none__kenburns-no-AI-preview'. Only letters, digits, '_', '+' and '-' survive."""
+    chain_part = re.sub(r"[^A-Za-z0-9_+-]+", "-", chain).strip("-") or "chain"
+    model_part = re.sub(r"[^A-Za-z0-9_-]+", "-", model).strip("-") or "model"
+    return f"{chain_part}__{model_part}" + ("" if is_ai else "-no-AI-preview")
 
 
 def _generator_of(run: Run) -> dict[str, Any]:

@@ -43,6 +43,11 @@ def run(studio):
     return studio.open_run(run_id)
 
 
+# Exported chain files name the chain and the model that made them (the preview says it is no AI).
+C0 = "chain-00-none__kenburns-no-AI-preview"
+C1 = "chain-01-upscale__kenburns-no-AI-preview"
+
+
 def png_frames(zip_path: Path) -> list[np.ndarray]:
     with zipfile.ZipFile(zip_path) as zf:
         names = sorted(n for n in zf.namelist() if n.endswith(".png"))
@@ -52,18 +57,18 @@ def png_frames(zip_path: Path) -> list[np.ndarray]:
 def test_every_format_of_every_chain(run, tmp_path):
     res = exports.export_run(run, tmp_path / "all")
     names = sorted(p.name for p in res.files)
-    assert names == sorted(["chain-00.mp4", "chain-01.mp4", "chain-00.gif", "chain-01.gif", "chain-00-frames.zip",
-                            "chain-01-frames.zip", "camera.txt", "camera.json", "run.json", "metrics.json",
+    assert names == sorted([f"{C0}.mp4", f"{C1}.mp4", f"{C0}.gif", f"{C1}.gif", f"{C0}-frames.zip",
+                            f"{C1}-frames.zip", "camera.txt", "camera.json", "run.json", "metrics.json",
                             "export.json"])
     d = tmp_path / "all"
     # without a watermark the mp4 is the run's file, byte for byte
-    assert (d / "chain-00.mp4").read_bytes() == (run.dir / run.data["chains"]["none"]["files"]["mp4"]).read_bytes()
-    gif = read_video(d / "chain-01.gif")
+    assert (d / f"{C0}.mp4").read_bytes() == (run.dir / run.data["chains"]["none"]["files"]["mp4"]).read_bytes()
+    gif = read_video(d / f"{C1}.gif")
     assert gif.num_frames == N and (gif.width, gif.height) == (2 * W, 2 * H)
-    frames = png_frames(d / "chain-00-frames.zip")
+    frames = png_frames(d / f"{C0}-frames.zip")
     original = read_video(run.dir / run.data["chains"]["none"]["files"]["png"]).frames
     assert len(frames) == N and np.array_equal(np.stack(frames), original)  # lossless
-    with zipfile.ZipFile(d / "chain-00-frames.zip") as zf:
+    with zipfile.ZipFile(d / f"{C0}-frames.zip") as zf:
         assert json.loads(zf.read("frames.json")) == {"fps": 10.0, "num_frames": N}
     txt_path = CameraPath.from_realestate10k((d / "camera.txt").read_text())
     json_path = CameraPath.from_dict(json.loads((d / "camera.json").read_text()))
@@ -72,15 +77,15 @@ def test_every_format_of_every_chain(run, tmp_path):
     assert json.loads((d / "run.json").read_text())["id"] == run.id
     assert set(json.loads((d / "metrics.json").read_text())["chains"]) == {"none", "upscale"}
     manifest = json.loads((d / "export.json").read_text())
-    assert manifest["chains"] == {"none": {"index": 0, "files": ["chain-00.mp4", "chain-00.gif", "chain-00-frames.zip"]},
-                                  "upscale": {"index": 1, "files": ["chain-01.mp4", "chain-01.gif",
-                                                                    "chain-01-frames.zip"]}}
+    assert manifest["chains"] == {"none": {"index": 0, "files": [f"{C0}.mp4", f"{C0}.gif", f"{C0}-frames.zip"]},
+                                  "upscale": {"index": 1, "files": [f"{C1}.mp4", f"{C1}.gif",
+                                                                    f"{C1}-frames.zip"]}}
     assert manifest["watermark"] is None and manifest["missing"] == []
 
 
 def test_one_chain_and_bad_choices(run, tmp_path):
     res = exports.export_run(run, tmp_path / "one", chains="upscale", formats=["mp4", "camera-txt"])
-    assert sorted(p.name for p in res.files) == ["camera.txt", "chain-01.mp4", "export.json"]
+    assert sorted(p.name for p in res.files) == ["camera.txt", f"{C1}.mp4", "export.json"]
     with pytest.raises(InputError, match="no chain 'denoise'"):
         exports.export_run(run, tmp_path / "x", chains="denoise")
     with pytest.raises(InputError, match="Unknown export format 'webm'"):
@@ -94,23 +99,23 @@ def test_zip_run_contents_and_cache(run):
     z = exports.zip_run(run, chains=None, formats=["mp4", "frames", "run-json"])
     assert z.parent == run.root / "exports" / run.id and z.name.startswith("export-")
     with zipfile.ZipFile(z) as zf:
-        assert sorted(zf.namelist()) == ["chain-00-frames.zip", "chain-00.mp4", "chain-01-frames.zip",
-                                         "chain-01.mp4", "export.json", "run.json"]
-        assert zf.getinfo("chain-00.mp4").compress_type == zipfile.ZIP_STORED
+        assert sorted(zf.namelist()) == [f"{C0}-frames.zip", f"{C0}.mp4", f"{C1}-frames.zip",
+                                         f"{C1}.mp4", "export.json", "run.json"]
+        assert zf.getinfo(f"{C0}.mp4").compress_type == zipfile.ZIP_STORED
         assert zf.getinfo("run.json").compress_type == zipfile.ZIP_DEFLATED
     mtime = z.stat().st_mtime_ns
     assert exports.zip_run(run, formats=["mp4", "frames", "run-json"]) == z and z.stat().st_mtime_ns == mtime
     other = exports.zip_run(run, "none", ["mp4"])
     assert other != z
     with zipfile.ZipFile(other) as zf:
-        assert sorted(zf.namelist()) == ["chain-00.mp4", "export.json"]
+        assert sorted(zf.namelist()) == [f"{C0}.mp4", "export.json"]
     assert not [p for p in z.parent.iterdir() if p.name.startswith(".")]  # no temporary leftovers
 
 
 def test_visible_watermark_changes_only_the_corner(run, tmp_path):
     wm = exports.Watermark(text="© Example Realty", opacity=0.7)
     exports.export_run(run, tmp_path / "wm", chains="none", formats=["frames"], watermark=wm)
-    marked = np.stack(png_frames(tmp_path / "wm" / "chain-00-frames.zip")).astype(int)
+    marked = np.stack(png_frames(tmp_path / "wm" / f"{C0}-frames.zip")).astype(int)
     original = read_video(run.dir / run.data["chains"]["none"]["files"]["png"]).frames.astype(int)
     changed = np.abs(marked - original).max(axis=(0, 3)) > 0  # (H, W) pixels changed in any frame
     ys, xs = np.nonzero(changed)
@@ -132,7 +137,7 @@ def test_invisible_watermark_survives_h264_and_has_no_false_positives(run, tmp_p
     wm = exports.Watermark(invisible=True)
     res = exports.export_run(run, tmp_path / "inv", chains="none", formats=["mp4"], watermark=wm, key=key)
     assert res.manifest["watermark"]["invisible"] is True and res.manifest["watermark"]["payload"] == run.id
-    marked = read_video(tmp_path / "inv" / "chain-00.mp4")  # decoded H.264 at the default CRF
+    marked = read_video(tmp_path / "inv" / f"{C0}.mp4")  # decoded H.264 at the default CRF
     original = read_video(run.dir / run.data["chains"]["none"]["files"]["png"]).frames
     psnr = 10 * np.log10(255**2 / np.mean((marked.frames.astype(float) - original) ** 2))
     assert psnr > 38  # marking plus encoding costs little
@@ -203,9 +208,9 @@ def test_export_panel_downloads_a_watermarked_zip(studio, run, tmp_path, monkeyp
     uploads = tmp_path / "gradio" / "u1"
     with zipfile.ZipFile(path) as zf:
         manifest = json.loads(zf.read("export.json"))
-        zf.extract("chain-00.mp4", uploads)
+        zf.extract(f"{C0}.mp4", uploads)
     assert manifest["watermark"]["visible_text"] == "Demo" and manifest["watermark"]["invisible"]
-    verdict = fns["do_check"].fn(str(uploads / "chain-00.mp4"))
+    verdict = fns["do_check"].fn(str(uploads / f"{C0}.mp4"))
     assert verdict.startswith("**✅ watermark found**")
     (uploads / "plain.mp4").write_bytes((run.dir / run.data["chains"]["none"]["files"]["mp4"]).read_bytes())
     assert "no watermark" in fns["do_check"].fn(str(uploads / "plain.mp4"))

@@ -70,11 +70,9 @@ def generator_caption(model: str, label: str | None = None, is_ai: bool = True) 
 def download_name(chain: str, model: str, is_ai: bool = True, ext: str = "mp4") -> str:
     """File name of a chain's download: the chain's name (as the CLI writes it) and the model,
     e.g. 'denoise+upscale__cami2v-512.mp4' or 'none__kenburns-no-AI-preview.mp4'."""
-    chain_part = re.sub(r"[^A-Za-z0-9_+-]+", "-", chain).strip("-") or "chain"
-    model_part = re.sub(r"[^A-Za-z0-9_-]+", "-", model).strip("-") or "model"
-    if not is_ai:
-        model_part += "-no-AI-preview"
-    return f"{chain_part}__{model_part}.{ext}"
+    from core.exports import chain_file_stem
+
+    return f"{chain_file_stem(chain, model, is_ai)}.{ext}"
 
 
 def named_downloads(run_dir: Path, chains: Mapping[str, str | Path], model: str, is_ai: bool = True) -> list[str]:

@@ -206,3 +206,27 @@ def test_golden_position_tables(golden_dir):
     for key, ref in buffers.items():
         if key.endswith("pos_encoder.pe"):
             torch.testing.assert_close(sinusoidal_table(ref.shape[1], ref.shape[2]), ref, atol=2e-6, rtol=0)
+
+
+# -- upstream masks for a turning camera (tests/fixtures, see its README) ---------------------------
+
+
+def test_turning_trajectory_masks_match_upstream_exactly():
+    import lzma
+    from pathlib import Path
+
+    z = np.load(Path(__file__).parent / "fixtures" / "cami2v_turning_epipolar.npz")
+    rel = C.relative_poses(torch.linalg.inv(torch.from_numpy(z["RT_w2c"])), 0, 1.0)
+    pairs = C.pairwise_transforms(rel)
+    noise = torch.randn(1, 16, 16, 3, 1, generator=torch.Generator().manual_seed(1234))
+    t = C.perturb_zero_translations(pairs[..., :3, 3:4], noise)
+    assert torch.equal(t, torch.from_numpy(z["t_after_perturb"]))
+    F = C.fundamental_matrices(torch.from_numpy(z["camera_intrinsics"])[:, 0], pairs[..., :3, :3], t)
+    assert torch.equal(F, torch.from_numpy(z["fundamental"]))
+    for d in (64, 32, 16):
+        shape = tuple(int(s) for s in z[f"d{d}_shape"])
+        bits = np.frombuffer(lzma.decompress(z[f"d{d}_xz"].tobytes()), dtype=np.uint8)
+        ref = torch.from_numpy(np.unpackbits(bits)[: math.prod(shape)].reshape(shape).astype(bool))
+        mask = C.epipolar_mask(F, 320, 512, d)
+        mismatched = int((mask[:, 0] != ref).sum())
+        assert mismatched == 0, f"stride {d}: {mismatched} cells differ from upstream"

@@ -92,7 +92,12 @@ def epipolar_mask(F: Tensor, height: int, width: int, stride: int, num_register_
     Degenerate lines (F_ij = 0) give NaN distances and so False.
 
     F: (B, T, T, 3, 3) -> (B, 1, T*h*w, R + T*h*w) with R = `num_register_tokens` leading
-    columns set True (queries may always attend the register tokens). Built frame by frame so
+    columns set True (queries may always attend the register tokens).
+
+    The lines of all T*T frame pairs come from ONE product (B*T*T*3 rows, ~2 MB at stride 16 for
+    16 frames), as upstream computes them: a per-frame product has another row count, which
+    takes another float32 BLAS path, rounds the 3-term sums differently and flips cells that
+    sit on the distance threshold. Only the large distance matrix is built frame by frame, so
     peak memory stays at one (B, T, h*w, h*w) slice.
     """
     b, frames = F.shape[:2]
@@ -102,10 +107,10 @@ def epipolar_mask(F: Tensor, height: int, width: int, stride: int, num_register_
     mask = torch.empty(b, 1, frames * hw, num_register_tokens + frames * hw, dtype=torch.bool, device=F.device)
     mask[..., :num_register_tokens] = True
     grid_t = grid.transpose(0, 1)  # (3, hw)
+    lines = F.to(_f32) @ grid_t  # (B, T, T, 3, hw): line in frame j of query cell p of frame i
+    lines = lines / torch.linalg.vector_norm(lines[..., :2, :], dim=-2, keepdim=True)
     for i in range(frames):
-        lines = F[:, i].to(_f32) @ grid_t  # (B, T, 3, hw): line in frame j of each query cell p
-        lines = lines / torch.linalg.vector_norm(lines[..., :2, :], dim=-2, keepdim=True)
-        dist = (lines.transpose(-1, -2) @ grid_t).abs()  # (B, T, hw_p, hw_q)
+        dist = (lines[:, i].transpose(-1, -2) @ grid_t).abs()  # (B, T, hw_p, hw_q)
         rows = mask[:, 0, i * hw:(i + 1) * hw, num_register_tokens:]
         rows.copy_((dist < threshold).permute(0, 2, 1, 3).reshape(b, hw, frames * hw))
     return mask

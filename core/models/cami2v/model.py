@@ -129,8 +129,10 @@ class LatentVideoDiffusion(nn.Module):
 
     @torch.no_grad()
     def camera_condition(self, rel_c2w: Tensor, K: Tensor, *, translation_noise: Optional[Tensor] = None,
+                         translation_values: Optional[Tensor] = None,
                          generator: Optional[torch.Generator] = None) -> CameraCondition:
-        """This model's `CameraCondition` for relative c2w (B, T, 4, 4) and pixel K (B, 3, 3).
+        """This model's `CameraCondition` for relative c2w (B, T, 4, 4) and pixel K, per frame
+        (B, T, 3, 3) or shared (B, 3, 3); see `build_camera_condition` for the perturbation inputs.
 
         Computed once per video; pass it to every UNet call (both CFG branches share it).
         """
@@ -142,7 +144,8 @@ class LatentVideoDiffusion(nn.Module):
         return build_camera_condition(
             p.camera, rel_c2w.to(device), K.to(device), p.height, p.width,
             pose_encoder=self.pose_encoder, epipolar=p.unet.epipolar, latent_factor=8,
-            translation_noise=translation_noise, generator=generator, dtype=dtype)
+            translation_noise=translation_noise, translation_values=translation_values, generator=generator,
+            dtype=dtype)
 
 
 

@@ -157,7 +157,7 @@ def load_model(registry: Registry, entry: ModelEntry | str, *, device: Any = "cp
     ("fp32" | "bf16" | "fp16"; the geometry and GroupNorm stay in fp32 inside the model)."""
     import torch
 
-    from ..models.cami2v.model import load_checkpoint_files
+    from ..models.cami2v.loader import load_checkpoint_files
 
     entry = registry.get(entry) if isinstance(entry, str) else entry
     registry.require_files(entry)

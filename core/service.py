@@ -613,7 +613,7 @@ class Studio:
                         task=f"generating with {entry.label}")
                 timeline.finish(steps_for["generate"])
                 run.add_timing("generate", time.perf_counter() - t0)
-                run.update(generator_info=_jsonable(result.info))
+                run.update(generator_info=_jsonable(result.record()))
                 clip = result.clip
                 if generator.camera_control and clip.num_frames != path.num_frames and clip.num_frames >= 2:
                     # record the path the clip actually follows (e.g. kenburns resampled it)
@@ -622,7 +622,7 @@ class Studio:
                 if clip.num_frames != result.clip.num_frames:
                     run.write_json("camera", path.resampled(clip.num_frames).to_dict())
                 timeline.resize(clip.width, clip.height, clip.num_frames)
-                reference = _reference_image(image, result.info, clip)
+                reference = _reference_image(image, result.crop_box)
                 native = (clip.width, clip.height)
                 measures: dict[str, dict[str, Any]] = {}
 
@@ -1097,11 +1097,10 @@ def _basename(name: str | None) -> str | None:
     return Path(str(name).replace("\\", "/")).name[:200] or None
 
 
-def _reference_image(image: np.ndarray, info: Mapping[str, Any], clip: Clip) -> np.ndarray:
-    """The photo as the generator framed it (its crop box when reported), for fidelity metrics."""
-    box = info.get("crop_box") if isinstance(info, Mapping) else None
-    if box and len(box) == 4:
-        x0, y0, x1, y1 = (int(round(v)) for v in box)
+def _reference_image(image: np.ndarray, crop_box: tuple[int, int, int, int] | None) -> np.ndarray:
+    """The photo region the clip shows (the generator's typed crop box, photo pixels), for fidelity."""
+    if crop_box is not None:
+        x0, y0, x1, y1 = crop_box
         h, w = image.shape[:2]
         x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
         if x1 - x0 >= 2 and y1 - y0 >= 2:

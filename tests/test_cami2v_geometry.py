@@ -86,6 +86,75 @@ def test_fundamental_matrix_satisfies_epipolar_constraint():
     assert (residual.abs() / line_norm).max() < 1e-3  # pixels from the line
 
 
+def test_fundamental_matrix_with_per_frame_intrinsics_holds_for_a_zoom():
+    """Each frame its own focal length (a zoom): x_j^T F_ij x_i = 0 with x_i projected by K_i."""
+    torch.manual_seed(1)
+    Ks = torch.cat([_K(f=f) for f in (30.0, 36.0, 45.0)])[None]  # (1, 3, 3, 3)
+    c2w = torch.eye(4).repeat(1, 3, 1, 1)
+    for i, (yaw, tx) in enumerate([(0.0, 0.0), (0.1, 0.4), (-0.15, 0.9)]):
+        c2w[0, i, :3, :3] = torch.linalg.matrix_exp(torch.tensor([[0.0, 0, yaw], [0, 0, 0], [-yaw, 0, 0]]))
+        c2w[0, i, :3, 3] = torch.tensor([tx, 0.1 * i, 0.2 * i])
+    pairs = C.pairwise_transforms(c2w)
+    F = C.fundamental_matrices(Ks, pairs[..., :3, :3], pairs[..., :3, 3:4])
+    world = torch.cat([torch.rand(10, 2) * 4 - 2, torch.rand(10, 1) * 5 + 4, torch.ones(10, 1)], dim=1)
+    def pixels(i):
+        cam = (torch.linalg.inv(c2w[0, i]) @ world.T)[:3]
+        q = Ks[0, i] @ cam
+        return (q / q[2:]).T  # (10, 3) homogeneous
+    for i in range(3):
+        for j in range(3):
+            if i != j:
+                residual = (pixels(j) * (F[0, i, j] @ pixels(i).T).T).sum(-1)
+                line_norm = (F[0, i, j] @ pixels(i).T)[:2].norm(dim=0)
+                assert (residual.abs() / line_norm).max() < 1e-3, (i, j)
+
+
+def test_per_frame_intrinsics_equal_shared_ones_bit_for_bit():
+    """Constant per-frame K (B, T, 3, 3) gives exactly what one shared K (B, 3, 3) gives."""
+    rel = C.relative_poses(_slide_c2w(4, 0.3))
+    pairs = C.pairwise_transforms(rel)
+    t = C.perturb_zero_translations(pairs[..., :3, 3:4], torch.randn(1, 4, 4, 3, 1))
+    shared, per_frame = _K(), _K()[:, None].repeat(1, 4, 1, 1)
+    F1 = C.fundamental_matrices(shared, pairs[..., :3, :3], t)
+    F2 = C.fundamental_matrices(per_frame, pairs[..., :3, :3], t)
+    assert torch.equal(F1, F2)
+    pose = PoseEncoderParams(channels=(32, 64), blocks_per_level=1, num_heads=2, max_frames=16)
+    enc = PoseEncoder(pose).eval()
+    kw = dict(pose_encoder=enc, epipolar=EpipolarParams(mask_levels=(1, 2)), translation_noise=torch.randn(1, 4, 4, 3, 1))
+    a = C.build_camera_condition("cami2v", rel, _K(cx=32, cy=32), 64, 64, **kw)
+    b = C.build_camera_condition("cami2v", rel, _K(cx=32, cy=32)[:, None].repeat(1, 4, 1, 1), 64, 64, **kw)
+    assert all(torch.equal(x, y) for x, y in zip(a.pose_features, b.pose_features))
+    assert all(torch.equal(a.epipolar_masks[k], b.epipolar_masks[k]) for k in a.epipolar_masks)
+    # a zoom changes the Plücker rays of the zoomed frames only
+    zoom = _K(cx=32, cy=32)[:, None].repeat(1, 4, 1, 1)
+    zoom[:, 3, 0, 0] = zoom[:, 3, 1, 1] = 40.0
+    pl_a = C.plucker_embedding(_K(cx=32, cy=32), rel, 64, 64)
+    pl_z = C.plucker_embedding(zoom, rel, 64, 64)
+    assert torch.equal(pl_a[:, :, :3], pl_z[:, :, :3]) and not torch.allclose(pl_a[:, :, 3], pl_z[:, :, 3])
+    with pytest.raises(ValueError, match="intrinsics"):
+        C.build_camera_condition("cami2v", rel, zoom[:, :3], 64, 64, **kw)
+
+
+def test_perturbation_replays_recorded_values():
+    """The perturbed translations themselves can be injected (replay) and give the same masks."""
+    rel = C.relative_poses(_slide_c2w(3, 0.3))
+    pairs = C.pairwise_transforms(rel)
+    t = pairs[..., :3, 3:4]
+    noise = torch.randn(1, 3, 3, 3, 1)
+    drawn = C.perturb_zero_translations(t, noise)
+    assert torch.equal(C.perturb_zero_translations(t, values=drawn), drawn)
+    # values only land on the zero translations
+    other = torch.full_like(t, 7.0)
+    replay = C.perturb_zero_translations(t, values=other)
+    assert torch.equal(replay[0, 0, 1], t[0, 0, 1]) and torch.equal(replay[0, 1, 1], other[0, 1, 1])
+    pose = PoseEncoderParams(channels=(32, 64), blocks_per_level=1, num_heads=2, max_frames=16)
+    enc = PoseEncoder(pose).eval()
+    kw = dict(pose_encoder=enc, epipolar=EpipolarParams(mask_levels=(2,)))
+    a = C.build_camera_condition("cami2v", rel, _K(cx=32, cy=32), 64, 64, translation_noise=noise, **kw)
+    b = C.build_camera_condition("cami2v", rel, _K(cx=32, cy=32), 64, 64, translation_values=drawn, **kw)
+    assert torch.equal(a.epipolar_masks[2], b.epipolar_masks[2])
+
+
 def test_epipolar_mask_contains_true_correspondence_and_registers():
     K = _K(f=32.0, cx=32.0, cy=32.0)
     rel = C.relative_poses(_slide_c2w(2, 1.0))
@@ -206,3 +275,27 @@ def test_golden_position_tables(golden_dir):
     for key, ref in buffers.items():
         if key.endswith("pos_encoder.pe"):
             torch.testing.assert_close(sinusoidal_table(ref.shape[1], ref.shape[2]), ref, atol=2e-6, rtol=0)
+
+
+# -- upstream masks for a turning camera (tests/fixtures, see its README) ---------------------------
+
+
+def test_turning_trajectory_masks_match_upstream_exactly():
+    import lzma
+    from pathlib import Path
+
+    z = np.load(Path(__file__).parent / "fixtures" / "cami2v_turning_epipolar.npz")
+    rel = C.relative_poses(torch.linalg.inv(torch.from_numpy(z["RT_w2c"])), 0, 1.0)
+    pairs = C.pairwise_transforms(rel)
+    noise = torch.randn(1, 16, 16, 3, 1, generator=torch.Generator().manual_seed(1234))
+    t = C.perturb_zero_translations(pairs[..., :3, 3:4], noise)
+    assert torch.equal(t, torch.from_numpy(z["t_after_perturb"]))
+    F = C.fundamental_matrices(torch.from_numpy(z["camera_intrinsics"]), pairs[..., :3, :3], t)
+    assert torch.equal(F, torch.from_numpy(z["fundamental"]))
+    for d in (64, 32, 16):
+        shape = tuple(int(s) for s in z[f"d{d}_shape"])
+        bits = np.frombuffer(lzma.decompress(z[f"d{d}_xz"].tobytes()), dtype=np.uint8)
+        ref = torch.from_numpy(np.unpackbits(bits)[: math.prod(shape)].reshape(shape).astype(bool))
+        mask = C.epipolar_mask(F, 320, 512, d)
+        mismatched = int((mask[:, 0] != ref).sum())
+        assert mismatched == 0, f"stride {d}: {mismatched} cells differ from upstream"

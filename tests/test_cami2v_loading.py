@@ -18,8 +18,8 @@ from safetensors.torch import save_file
 from core.errors import CheckpointError, WeightsMissing
 from core.models.cami2v import inspect_entries, keymap, verify_file
 from core.models.cami2v.config import tiny_params
-from core.models.cami2v.loader import identify, load_weights, open_checkpoint
-from core.models.cami2v.model import build_meta, build_with_weight_rule, load_checkpoint_files, load_pretrained
+from core.models.cami2v.loader import identify, load_checkpoint_files, load_pretrained, load_weights, open_checkpoint
+from core.models.cami2v.model import build_meta, build_with_weight_rule
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")

@@ -79,3 +79,30 @@ def test_missing_checkpoint_names_file_command_and_path(studio, tmp_path):
     msg = str(err.value)
     assert "512_cami2v_100k.pt" in msg and "python -m core.weights fetch cami2v-512" in msg
     assert str(tmp_path / "ckpts") in msg
+
+
+def test_fidelity_reference_is_the_photo_region_the_clip_shows(studio, monkeypatch):
+    """A photo wider than the model's 1:1 frame: the clip shows its centre square, so fidelity must
+    be measured against that square in photo pixels (not the whole photo, nor a box in the resized
+    photo's pixels)."""
+    import core.metrics
+
+    seen = []
+    real = core.metrics.measure
+    monkeypatch.setattr(core.metrics, "measure",
+                        lambda clip, reference_image=None, **kw: seen.append(reference_image) or real(
+                            clip, reference_image=reference_image, **kw))
+    rng = np.random.default_rng(1)
+    photo = (rng.random((90, 140, 3)) * 255).astype(np.uint8)
+    events = list(studio.run_job(JobRequest(photo, CameraSpec(preset="orbit-left"), model="cami2v-512",
+                                            params={"steps": 1}, chains=("none",))))
+    assert events[-1].kind == "done" and len(seen) == 1
+    h, w = seen[0].shape[:2]
+    assert h == 90 and abs(w - 90) <= 1, f"fidelity reference is {w}x{h}, the clip shows a 90x90 region"
+    gen_info = studio.open_run(events[0].run_id).data["generator_info"]
+    box = gen_info["crop_box"]
+    assert {"sampling", "decode", "total"} <= set(gen_info["timings"])
+    assert gen_info["peak_memory"]["device"] == "cpu" and gen_info["peak_memory"]["bytes"] > 0
+    # the centre 90x90 square of the 140-wide photo is x 25..115, within a pixel of rounding
+    assert box[1] == 0 and box[3] == 90 and abs(box[0] - 25) <= 1 and abs(box[2] - 115) <= 1
+    np.testing.assert_array_equal(seen[0], photo[box[1]:box[3], box[0]:box[2]])

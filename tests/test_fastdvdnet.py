@@ -20,16 +20,12 @@ from core.models.fastdvdnet import (
     count_block_evaluations,
     denoise_sequence,
     denoise_sequence_reference,
-    inspect_entries,
     iter_denoise_sequence,
-    load_fastdvdnet,
-    load_state,
     mirror_index,
     optimize_for_inference,
-    read_checkpoint,
-    verify_file,
     window_indices,
 )
+from core.models.fastdvdnet_loader import inspect_entries, load_fastdvdnet, load_state, read_checkpoint, verify_file
 from core.params import resolve_params
 from core.postprocess.fastdvdnet import FastDVDnetStage, estimate_noise_sigma, load_model
 from core.progress import Progress

@@ -223,3 +223,27 @@ def test_camera_adherence_is_measured_once_and_attached(studio):
     assert run.data["adherence"]["available"] == a["available"] and "adherence" in run.data["timings"]
     metrics = json.loads(run.path("metrics").read_text())
     assert metrics["chains"]["upscale"]["adherence"] == a
+
+
+def test_kenburns_fidelity_reference_is_the_photo_region_the_clip_shows(studio, monkeypatch):
+    """Photo 180x120 (3:2) into a 64x64 clip: frame 0 shows the centre 120x120 square, and that
+    square (photo pixels) is what fidelity is measured against."""
+    import core.metrics
+
+    seen = []
+    real = core.metrics.measure
+    monkeypatch.setattr(core.metrics, "measure",
+                        lambda clip, reference_image=None, **kw: seen.append((clip, reference_image)) or real(
+                            clip, reference_image=reference_image, **kw))
+    img = photo()
+    events = run_all(studio, JobRequest(img, CameraSpec(preset="push-in"), params={"width": 64, "height": 64},
+                                        chains=("none",)))
+    assert events[-1].kind == "done" and len(seen) == 1
+    clip, ref = seen[0]
+    box = studio.open_run(events[0].run_id).data["generator_info"]["crop_box"]
+    assert box == [30, 0, 150, 120]
+    np.testing.assert_array_equal(ref, img[0:120, 30:150])
+    # and it is what frame 0 shows: the square resized to 64x64 matches the first frame closely
+    import cv2
+    small = cv2.resize(ref, (64, 64), interpolation=cv2.INTER_AREA).astype(float)
+    assert np.abs(small - clip.frames[0]).mean() < 2  # the whole photo squeezed in would give ~35

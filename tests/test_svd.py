@@ -241,10 +241,18 @@ def test_missing_and_broken_snapshots(snapshot, tmp_path):
         build_pipeline(partial)
 
 
-def test_studio_runs_svd_end_to_end(snapshot, tmp_path):
+def test_studio_runs_svd_end_to_end(snapshot, tmp_path, monkeypatch):
     """The service builds the generator from its entry, loads the snapshot through the model
-    manager (resident afterwards) and records the generator's crop box and warnings."""
+    manager (resident afterwards), records the generator's crop box and warnings, and measures
+    fidelity against the photo region the clip shows (the centre 300x300 of the 500x300 photo)."""
+    import core.metrics
     from core.service import JobRequest, Studio, StudioSettings
+
+    seen = []
+    real = core.metrics.measure
+    monkeypatch.setattr(core.metrics, "measure",
+                        lambda clip, reference_image=None, **kw: seen.append(reference_image) or real(
+                            clip, reference_image=reference_image, **kw))
 
     reg = tmp_path / "models.json"
     reg.write_text(json.dumps({"models": {"svd": {
@@ -256,13 +264,16 @@ def test_studio_runs_svd_end_to_end(snapshot, tmp_path):
                                    min_free_bytes=0))
     info = next(i for i in studio.model_infos("generator") if i.name == "svd")
     assert info.available and info.camera_control is False and info.num_frames == 3
-    events = list(studio.run_job(JobRequest(photo(), model="svd", seed=1,
+    img = photo()
+    events = list(studio.run_job(JobRequest(img, model="svd", seed=1,
                                             params={"width": SIZE, "height": SIZE, "steps": 2})))
     generated = next(e for e in events if e.kind == "generated")
     assert generated.video.is_file() and events[-1].kind == "done"
     assert studio.manager.is_resident("svd")
     data = json.loads((studio.open_run(events[0].run_id).dir / "run.json").read_text())
     assert data["generator_info"]["crop_box"] == [100, 0, 400, 300]
+    assert len(seen) == 1
+    np.testing.assert_array_equal(seen[0], img[0:300, 100:400])
     assert data["generator_info"]["camera_ignored"] is True
 
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from core.errors import CheckpointError, InputError
-from core.models.upscale_a_video.raft import (MIN_FLOW_SIZE, BidirectionalRAFT, build_raft, load_raft,
+from core.models.upscale_a_video.loader import load_raft
+from core.models.upscale_a_video.raft import (MIN_FLOW_SIZE, BidirectionalRAFT, build_raft,
                                               raft_key_to_upstream, raft_state_dict_from_upstream, resize_flow,
                                               window_length_for_width)
 from core.models.weight_rule import fill_with_rule, rule_tensor

@@ -11,8 +11,8 @@ import torch
 
 from core.errors import CheckpointError, WeightsMissing
 from core.models.upscale_a_video.text_encoder import (POSITION_IDS_KEY, UAV_TEXT_PARAMS, build_text_encoder,
-                                                      load_text_encoder, text_key_to_upstream,
-                                                      text_state_dict_from_upstream)
+                                                      text_key_to_upstream, text_state_dict_from_upstream)
+from core.models.upscale_a_video.loader import load_text_encoder
 from core.models.weight_rule import fill_with_rule
 
 TINY = replace(UAV_TEXT_PARAMS, vocab_size=100, context_length=9, width=32, heads=4, layers=3)

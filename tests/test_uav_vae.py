@@ -10,8 +10,9 @@ import torch
 
 from core.errors import CheckpointError, WeightsMissing
 from core.models.upscale_a_video.vae import (VAE_PRESETS, AutoencoderKLVideo, FrameGroupNorm, VideoVAEParams,
-                                             build_vae, load_vae, vae_key_from_upstream, vae_key_to_upstream,
+                                             build_vae, vae_key_from_upstream, vae_key_to_upstream,
                                              vae_state_dict_from_upstream)
+from core.models.upscale_a_video.loader import load_vae
 from core.models.weight_rule import fill_with_rule, rule_tensor
 
 TINY_3D = VideoVAEParams(block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8)

@@ -56,12 +56,74 @@ class GenerateRequest:
     run_dir: Optional[Path] = None
 
 
+@dataclass(frozen=True)
+class PeakMemory:
+    """Peak memory of one `generate` call.
+
+    device: where it was measured ("cuda:0", "cpu", ...).
+    bytes:  on an accelerator, torch's peak allocated bytes during the call; on "cpu", the
+            process's peak resident set so far (what the OS reports; an upper bound).
+    """
+
+    device: str
+    bytes: int
+
+
+CropBox = tuple[int, int, int, int]
+
+
 @dataclass
 class GenerateResult:
+    """What a generator returns: the clip plus the typed facts the service relies on.
+
+    clip:        the frames at the generator's native size.
+    info:        everything else worth recording in run.json (model-specific details, exact
+                 prompt used, warnings, weight hashes); free-form on purpose.
+    crop_box:    (x0, y0, x1, y1), x1/y1 exclusive, in PHOTO pixels (the request's image): the
+                 region of the photo the clip's first frame shows. It is the fidelity reference;
+                 None means the whole photo.
+    timings:     phase -> seconds (e.g. "sampling", "decode", "total").
+    peak_memory: None when not measured.
+    params:      the effective parameters (after defaults and clamping).
+    """
+
     clip: Clip
-    # Everything worth recording in run.json: effective parameters, the exact prompt used,
-    # crop box, timings in seconds, peak memory, weight hashes.
     info: dict[str, Any] = field(default_factory=dict)
+    crop_box: Optional[CropBox] = field(default=None, kw_only=True)
+    timings: dict[str, float] = field(default_factory=dict, kw_only=True)
+    peak_memory: Optional[PeakMemory] = field(default=None, kw_only=True)
+    params: Mapping[str, Any] = field(default_factory=dict, kw_only=True)
+
+    def __post_init__(self) -> None:
+        if self.crop_box is not None:
+            box = tuple(int(v) for v in self.crop_box)
+            if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
+                raise ValueError(f"crop_box must be (x0, y0, x1, y1) with x1 > x0 and y1 > y0, got {self.crop_box}")
+            self.crop_box = box  # type: ignore[assignment]
+
+    def record(self) -> dict[str, Any]:
+        """run.json's `generator_info`: `info` plus the typed fields under fixed names."""
+        out = dict(self.info)
+        out["crop_box"] = None if self.crop_box is None else list(self.crop_box)
+        out["timings"] = dict(self.timings)
+        out["peak_memory"] = None if self.peak_memory is None else {
+            "device": self.peak_memory.device, "bytes": int(self.peak_memory.bytes)}
+        out["params"] = dict(self.params)
+        return out
+
+
+def resized_box_to_photo(box: Sequence[float], resized_size: Sequence[int], photo_size: Sequence[int]) -> CropBox:
+    """A box in the pixels of a resized photo -> the same region in the photo's own pixels.
+
+    box: (x0, y0, x1, y1) in an image of `resized_size` (W, H) that is the photo of
+    `photo_size` (W, H) resized (each axis scaled on its own); rounded to whole pixels and
+    clipped to the photo.
+    """
+    (rw, rh), (pw, ph) = resized_size, photo_size
+    sx, sy = pw / rw, ph / rh
+    x0, y0, x1, y1 = box
+    return (max(0, int(round(x0 * sx))), max(0, int(round(y0 * sy))),
+            min(pw, int(round(x1 * sx))), min(ph, int(round(y1 * sy))))
 
 
 class Generator(ABC):

@@ -18,7 +18,7 @@ from ..errors import OutOfMemory
 from ..params import ParamSpec, resolve_params
 from ..progress import Progress, as_progress
 from ..registry import ModelEntry, Registry
-from .base import GenerateRequest, GenerateResult, Generator
+from .base import GenerateRequest, GenerateResult, Generator, PeakMemory, resized_box_to_photo
 
 DTYPES = ("fp32", "bf16", "fp16")
 
@@ -142,7 +142,15 @@ class CamI2VGenerator(Generator):
         info = dict(result.info)
         info["params"] = dict(params)
         info["fps"] = self.fps
-        return GenerateResult(Clip(result.frames, self.fps), info)
+        # the pipeline's crop box is in the resized photo's pixels; the service needs the photo's
+        crop = result.info["crop"]
+        peak = next(((k, v) for k, v in result.info.items() if k in ("peak_gpu_gib", "peak_rss_gib")), None)
+        return GenerateResult(
+            Clip(result.frames, self.fps), info,
+            crop_box=resized_box_to_photo(crop["crop_box"], crop["resized_size"], crop["input_size"]),
+            timings=dict(result.info.get("timings_s", {})), params=dict(params),
+            peak_memory=None if peak is None else PeakMemory(
+                result.info.get("device", "cpu") if peak[0] == "peak_gpu_gib" else "cpu", int(peak[1] * 2**30)))
 
 
     def _generate_long(self, request: GenerateRequest, progress: Progress) -> GenerateResult:
@@ -162,7 +170,7 @@ def load_model(registry: Registry, entry: ModelEntry | str, *, device: Any = "cp
     ("fp32" | "bf16" | "fp16"; the geometry and GroupNorm stay in fp32 inside the model)."""
     import torch
 
-    from ..models.cami2v.model import load_checkpoint_files
+    from ..models.cami2v.loader import load_checkpoint_files
 
     entry = registry.get(entry) if isinstance(entry, str) else entry
     registry.require_files(entry)

@@ -365,4 +365,5 @@ class KenBurnsGenerator(Generator):
         )
         info["params"] = dict(params)
         info["fps"] = float(params["fps"])
-        return GenerateResult(Clip(frames, params["fps"]), info)
+        return GenerateResult(Clip(frames, params["fps"]), info, crop_box=tuple(info["crop_box"]),
+                              timings={"render": info["timings"]["render_s"]}, params=dict(params))

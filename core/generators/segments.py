@@ -341,11 +341,11 @@ def generate_segments(
         if frames.shape[0] != native:
             raise StudioError(f"{generator.label} made {frames.shape[0]} frames for a {native}-frame segment.")
         if k == 0:
-            first_info, fps = dict(res.info), res.clip.fps
+            first_info, fps = res.record(), res.clip.fps  # typed fields too (crop box for fidelity)
         fps = fps or res.clip.fps
         if store is not None:
             if k == 0:
-                store.save_info(res.info)
+                store.save_info(res.record())
             store.save(k, frames)
         segments.append(frames)
     if fps is None:  # every segment came from the store: the generator's native rate
@@ -367,7 +367,10 @@ def generate_segments(
     if camera and path is not None:
         info["camera_frames_in"] = path.num_frames
     progress(1.0, f"{plan.total} frames from {plan.count} segments")
-    return GenerateResult(Clip(shot, fps), info)
+    box = info.pop("crop_box", None)  # segment 0 frames the photo: the shot's fidelity reference
+    info.pop("timings", None), info.pop("peak_memory", None), info.pop("params", None)
+    return GenerateResult(Clip(shot, fps), info, crop_box=tuple(box) if box else None,
+                          params=dict(params))
 
 
 # --------------------------------------------------------------------------------- seams

@@ -34,7 +34,7 @@ from ..clip import Clip
 from ..errors import CheckpointError, ConfigError, InputError
 from ..params import ParamSpec, resolve_params
 from ..progress import Progress, as_progress
-from .base import GenerateRequest, GenerateResult, Generator
+from .base import GenerateRequest, GenerateResult, Generator, PeakMemory
 
 NATIVE_WIDTH, NATIVE_HEIGHT = 1024, 576
 SIZE_MULTIPLE = 64  # the VAE downsamples by 8 and the UNet three more times by 2
@@ -360,9 +360,13 @@ class SVDGenerator(Generator):
             "timings": {"load_s": t_loaded - t_start, "denoise_s": t_denoised - t_loaded,
                         "decode_s": t_end - t_denoised, "total_s": t_end - t_start},
         }
+        peak = None
         if cuda:
             info["peak_memory_bytes"] = int(torch.cuda.max_memory_allocated(pipe.device))
-        return GenerateResult(Clip(frames, p["fps"]), info)
+            peak = PeakMemory(str(pipe.device), info["peak_memory_bytes"])
+        return GenerateResult(Clip(frames, p["fps"]), info, crop_box=tuple(crop_box), params=dict(p),
+                              timings={k.removesuffix("_s"): v for k, v in info["timings"].items()},
+                              peak_memory=peak)
 
     @staticmethod
     def _decode(pipe: Any, latents: Any, chunk: int, progress: Progress) -> np.ndarray:

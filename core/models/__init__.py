@@ -21,7 +21,7 @@ from types import ModuleType
 FAMILIES: dict[str, tuple[str, ...]] = {
     "core.models.cami2v": ("cami2v-512", "cami2v-256", "cameractrl-256", "motionctrl-256",
                            "dynamicrafter-512", "dynamicrafter-256"),
-    "core.models.fastdvdnet": ("fastdvdnet",),
+    "core.models.fastdvdnet_loader": ("fastdvdnet",),
     "core.models.rife": ("rife-4.25", "rife-4.26", "rife-4.26.heavy"),
 }
 

@@ -207,7 +207,8 @@ def load_model(registry: Registry, entry: ModelEntry | str, *, device: Any = "cp
     """
     import torch
 
-    from ..models.fastdvdnet import PRESETS, load_fastdvdnet
+    from ..models.fastdvdnet import PRESETS
+    from ..models.fastdvdnet_loader import load_fastdvdnet
 
     e = registry.get(entry) if isinstance(entry, str) else entry
     registry.require_files(e)

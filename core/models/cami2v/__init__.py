@@ -39,9 +39,9 @@ from .config import (
     tiny_params,
 )
 from .keymap import to_ours, to_upstream, upstream_entries
-from .loader import LoadReport, Verdict, check_file, identify, load_weights, open_checkpoint, read_header
-from .model import (ALL_PARTS, LatentVideoDiffusion, build_meta, build_with_weight_rule, load_checkpoint_files,
-                    load_pretrained)
+from .loader import (LoadReport, Verdict, check_file, identify, load_checkpoint_files, load_pretrained, load_weights,
+                     open_checkpoint, read_header)
+from .model import ALL_PARTS, LatentVideoDiffusion, build_meta, build_with_weight_rule
 from .pose_encoder import PoseEncoder
 from .unet import UNet3D
 

@@ -45,30 +45,48 @@ def pairwise_transforms(rel_c2w: Tensor) -> Tensor:
 
 
 def perturb_zero_translations(t: Tensor, noise: Optional[Tensor] = None, eps: float = 1e-6,
-                              generator: Optional[torch.Generator] = None) -> Tensor:
+                              generator: Optional[torch.Generator] = None, *,
+                              values: Optional[Tensor] = None) -> Tensor:
     """Replace translations whose 3 entries are all below `eps` in magnitude by eps * noise.
 
     Pairs without translation (every i == j, static or purely rotating cameras) have no epipolar
     geometry; the noise turns their line into a random-direction line through the point, as the
     released CamI2V models were trained with. t: (..., 3, 1). `noise` is the standard-normal draw
     of t's shape (inject it to reproduce a run); otherwise it is drawn with `generator`.
+    `values` (t's shape) injects the perturbed translations themselves instead (replay of a
+    recorded run, e.g. upstream's `t_after_perturb`): zero entries of t take them as they are.
     """
+    zero = (t.abs() < eps).all(dim=-2, keepdim=True)
+    if values is not None:
+        return torch.where(zero, values.to(t), t)
     if noise is None:
         device = generator.device if generator is not None else t.device
         noise = torch.randn(t.shape, generator=generator, dtype=t.dtype, device=device)
-    zero = (t.abs() < eps).all(dim=-2, keepdim=True)
     return torch.where(zero, noise.to(t) * eps, t)
 
 
-def fundamental_matrices(K: Tensor, R: Tensor, t: Tensor) -> Tensor:
-    """F = K^-T [t]_x R K^-1 for every frame pair.
+def per_frame_intrinsics(K: Tensor, frames: int) -> Tensor:
+    """K (B, 3, 3) shared by all frames, or (B, T, 3, 3) per frame -> (B, T, 3, 3) float32."""
+    K = K.to(_f32)
+    if K.dim() == 3:
+        return K[:, None].expand(K.shape[0], frames, 3, 3)
+    if K.dim() != 4 or K.shape[1] != frames or K.shape[-2:] != (3, 3):
+        raise ValueError(f"intrinsics must be (B, 3, 3) or (B, {frames}, 3, 3), got {tuple(K.shape)}")
+    return K
 
-    K: (B, 3, 3) pixels, shared by all frames; R: (B, T, T, 3, 3); t: (B, T, T, 3, 1).
-    Returns (B, T, T, 3, 3) float32. [t]_x R is the column-wise cross product t x R.
+
+def fundamental_matrices(K: Tensor, R: Tensor, t: Tensor) -> Tensor:
+    """F_ij = K_j^-T [t_ij]_x R_ij K_i^-1 for every frame pair (i: query frame, j: key frame).
+
+    K: (B, 3, 3) pixels shared by all frames, or (B, T, 3, 3) per frame (a zoom); R: (B, T, T, 3, 3);
+    t: (B, T, T, 3, 1). Returns (B, T, T, 3, 3) float32. [t]_x R is the column-wise cross product
+    t x R. Upstream broadcasts its per-frame K as K_j on both sides; the two agree whenever the
+    intrinsics are constant over the video (all its training data and every golden), and only
+    this form keeps x_j^T F_ij x_i = 0 when the focal length changes between frames.
     """
     E = torch.cross(t.to(_f32).expand_as(R), R.to(_f32), dim=-2)
-    K_inv = torch.linalg.inv(K.to(_f32))[:, None, None]
-    return K_inv.transpose(-1, -2) @ E @ K_inv
+    K_inv = torch.linalg.inv(per_frame_intrinsics(K, R.shape[1]))  # (B, T, 3, 3)
+    return K_inv[:, None, :].transpose(-1, -2) @ E @ K_inv[:, :, None]
 
 
 def feature_grid(height: int, width: int, stride: int, device=None) -> Tensor:
@@ -92,7 +110,12 @@ def epipolar_mask(F: Tensor, height: int, width: int, stride: int, num_register_
     Degenerate lines (F_ij = 0) give NaN distances and so False.
 
     F: (B, T, T, 3, 3) -> (B, 1, T*h*w, R + T*h*w) with R = `num_register_tokens` leading
-    columns set True (queries may always attend the register tokens). Built frame by frame so
+    columns set True (queries may always attend the register tokens).
+
+    The lines of all T*T frame pairs come from ONE product (B*T*T*3 rows, ~2 MB at stride 16 for
+    16 frames), as upstream computes them: a per-frame product has another row count, which
+    takes another float32 BLAS path, rounds the 3-term sums differently and flips cells that
+    sit on the distance threshold. Only the large distance matrix is built frame by frame, so
     peak memory stays at one (B, T, h*w, h*w) slice.
     """
     b, frames = F.shape[:2]
@@ -102,10 +125,10 @@ def epipolar_mask(F: Tensor, height: int, width: int, stride: int, num_register_
     mask = torch.empty(b, 1, frames * hw, num_register_tokens + frames * hw, dtype=torch.bool, device=F.device)
     mask[..., :num_register_tokens] = True
     grid_t = grid.transpose(0, 1)  # (3, hw)
+    lines = F.to(_f32) @ grid_t  # (B, T, T, 3, hw): line in frame j of query cell p of frame i
+    lines = lines / torch.linalg.vector_norm(lines[..., :2, :], dim=-2, keepdim=True)
     for i in range(frames):
-        lines = F[:, i].to(_f32) @ grid_t  # (B, T, 3, hw): line in frame j of each query cell p
-        lines = lines / torch.linalg.vector_norm(lines[..., :2, :], dim=-2, keepdim=True)
-        dist = (lines.transpose(-1, -2) @ grid_t).abs()  # (B, T, hw_p, hw_q)
+        dist = (lines[:, i].transpose(-1, -2) @ grid_t).abs()  # (B, T, hw_p, hw_q)
         rows = mask[:, 0, i * hw:(i + 1) * hw, num_register_tokens:]
         rows.copy_((dist < threshold).permute(0, 2, 1, 3).reshape(b, hw, frames * hw))
     return mask
@@ -120,9 +143,7 @@ def plucker_embedding(K: Tensor, c2w: Tensor, height: int, width: int) -> Tensor
     """
     c2w = c2w.to(_f32)
     b, frames = c2w.shape[:2]
-    K = K.to(_f32)
-    if K.dim() == 3:
-        K = K[:, None].expand(b, frames, 3, 3)
+    K = per_frame_intrinsics(K, frames)
     v, u = torch.meshgrid(torch.arange(height, dtype=_f32, device=c2w.device),
                           torch.arange(width, dtype=_f32, device=c2w.device), indexing="ij")
     u = u.reshape(1, 1, -1) + 0.5
@@ -214,6 +235,7 @@ def build_camera_condition(
     epipolar: Optional[EpipolarParams] = None,
     latent_factor: int = 8,
     translation_noise: Optional[Tensor] = None,
+    translation_values: Optional[Tensor] = None,
     generator: Optional[torch.Generator] = None,
     dtype: Optional[torch.dtype] = None,
 ) -> CameraCondition:
@@ -222,16 +244,20 @@ def build_camera_condition(
     variant:   "cami2v" | "cameractrl" | "motionctrl".
     rel_c2w:   (B, T, 4, 4) camera-to-world relative to the conditioning frame (see
                `relative_poses`), translations already scaled.
-    K:         (B, 3, 3) intrinsics in pixels of the H x W model input.
+    K:         (B, T, 3, 3) per-frame intrinsics in pixels of the H x W model input (a zoom or
+               per-keyframe field of view), or (B, 3, 3) shared by all frames.
     pose_encoder: CamI2V / CameraCtrl: maps the (B, 6, T, H, W) Plücker map to per-level
                (B*T, C, h, w) features; it runs in its own parameter dtype.
     epipolar:  CamI2V: which levels get masks and whether zero translations are perturbed.
     translation_noise: (B, T, T, 3, 1) standard-normal draw for the zero-translation
                perturbation (reproducible runs); otherwise drawn from `generator`.
+    translation_values: (B, T, T, 3, 1) the perturbed pair translations themselves (replay of a
+               recorded run); zero translations take these values, others keep theirs.
     dtype:     dtype of the returned features (the UNet's); defaults to the encoder output's.
     """
     rel_c2w = rel_c2w.to(_f32)
     b, frames = rel_c2w.shape[:2]
+    K = per_frame_intrinsics(K, frames)
     if variant == "motionctrl":
         rt = motion_rt(rel_c2w)
         return CameraCondition(variant, b, frames, motion_rt=rt if dtype is None else rt.to(dtype))
@@ -254,7 +280,8 @@ def build_camera_condition(
         pairs = pairwise_transforms(rel_c2w)
         R, t = pairs[..., :3, :3], pairs[..., :3, 3:4]
         if epipolar.perturb_zero_translation:
-            t = perturb_zero_translations(t, translation_noise, epipolar.zero_translation_eps, generator)
+            t = perturb_zero_translations(t, translation_noise, epipolar.zero_translation_eps, generator,
+                                          values=translation_values)
         F = fundamental_matrices(K, R, t)
         masks = {level: epipolar_mask(F, height, width, latent_factor * level, epipolar.num_register_tokens)
                  for level in epipolar.mask_levels}

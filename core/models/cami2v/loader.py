@@ -18,155 +18,29 @@ Header-only inspection (`read_header`) never reads tensor data.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import json
-import pickle
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Optional, Sequence
+from typing import Collection, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ...errors import CheckpointError, WeightsMissing
+from .. import checkpoint as ckpt
+from ..checkpoint import CheckpointFile
 from . import keymap
 from .config import ModelParams, get_preset
-
-LIST_LIMIT = 8  # keys shown per list in error messages
-
-_ST_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-
-
-@dataclass
-class CheckpointFile:
-    """One opened checkpoint: upstream (``lvdm``-normalised) key -> shape, plus a tensor reader.
-
-    `read(key)` returns the tensor (memory-mapped or freshly read); `format` is "lvdm" or
-    "dynamicrafter-256"; `wrapper` is None, "state_dict" or "module".
-    """
-
-    path: Path
-    shapes: dict[str, tuple[int, ...]]
-    dtypes: dict[str, torch.dtype]
-    read: Callable[[str], Tensor]
-    format: str = "lvdm"
-    wrapper: Optional[str] = None
-    _original: dict[str, str] = field(default_factory=dict)  # normalised key -> key in the file
-
-
-def _corrupt(path: Path, why: str) -> CheckpointError:
-    return CheckpointError(f"{path}: not a readable checkpoint ({why}); the file may be truncated or corrupt — "
-                           f"delete it and fetch it again")
-
-
-def _normalise(path: Path, raw_keys: Iterable[str]) -> tuple[dict[str, str], str]:
-    original: dict[str, str] = {}
-    fmt = "lvdm"
-    for k in raw_keys:
-        nk = keymap.normalize_upstream_key(k)
-        if nk != k:
-            fmt = "dynamicrafter-256"
-        original[nk] = k
-    return original, fmt
-
-
-def _read_safetensors_header(path: Path) -> dict:
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise _corrupt(path, "shorter than a safetensors header")
-        (n,) = struct.unpack("<Q", head)
-        if n > size - 8 or n > 512 * 1024 * 1024:
-            raise _corrupt(path, "safetensors header length exceeds the file")
-        try:
-            header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise _corrupt(path, f"safetensors header is not JSON: {e}") from None
-    header.pop("__metadata__", None)
-    end = max((int(v["data_offsets"][1]) for v in header.values()), default=0)
-    if 8 + n + end > size:
-        raise _corrupt(path, f"data ends at byte {8 + n + end} but the file has {size} bytes")
-    return header
-
-
-def _open_safetensors(path: Path) -> CheckpointFile:
-    header = _read_safetensors_header(path)
-    original, fmt = _normalise(path, header)
-    shapes = {k: tuple(int(s) for s in header[o]["shape"]) for k, o in original.items()}
-    dtypes = {k: _ST_DTYPES.get(header[o]["dtype"], torch.float32) for k, o in original.items()}
-    handle = None
-
-    def read(key: str) -> Tensor:
-        nonlocal handle
-        from safetensors import SafetensorError, safe_open
-
-        try:
-            if handle is None:
-                handle = safe_open(str(path), framework="pt", device="cpu")
-            return handle.get_tensor(original[key])
-        except SafetensorError as e:
-            raise _corrupt(path, str(e)) from None
-
-    return CheckpointFile(path, shapes, dtypes, read, fmt, None, original)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else ""
-
-
-def _torch_load(path: Path) -> object:
-    try:
-        return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except RuntimeError as e:
-        if "mmap" not in str(e):
-            raise
-    # Legacy (pre-zip) serialisation cannot be memory-mapped; it is read whole.
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _open_torch(path: Path) -> CheckpointFile:
-    try:
-        obj = _torch_load(path)
-    except pickle.UnpicklingError as e:
-        if "weights_only" in str(e).lower() or "weights only" in str(e).lower():
-            raise CheckpointError(f"{path}: holds Python objects besides tensors, which are not unpickled "
-                                  f"(weights_only); re-save its state dict or use the safetensors file") from None
-        raise _corrupt(path, f"UnpicklingError: {_first_line(e)}") from None
-    except Exception as e:  # the zip/pickle stack raises many types for a damaged file
-        raise _corrupt(path, f"{type(e).__name__}: {_first_line(e)}") from None
-    wrapper = None
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj, wrapper = obj["state_dict"], "state_dict"
-    elif isinstance(obj, dict) and isinstance(obj.get("module"), dict):
-        obj, wrapper = obj["module"], "module"
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path}: expected a state dict, found {type(obj).__name__}")
-    tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, Tensor)}
-    if not tensors:
-        raise CheckpointError(f"{path}: holds no tensors (keys: {', '.join(map(str, list(obj)[:LIST_LIMIT]))})")
-    original, fmt = _normalise(path, tensors)
-    shapes = {k: tuple(tensors[o].shape) for k, o in original.items()}
-    dtypes = {k: tensors[o].dtype for k, o in original.items()}
-    return CheckpointFile(path, shapes, dtypes, lambda key: tensors[original[key]], fmt, wrapper, original)
+from .model import ALL_PARTS, LatentVideoDiffusion, build_meta
 
 
 def open_checkpoint(path: str | Path) -> CheckpointFile:
-    """Open `path` lazily (see module docstring). Missing -> WeightsMissing; damaged -> CheckpointError."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsMissing(f"checkpoint file not found: {path}")
-    if path.suffix == ".safetensors":
-        return _open_safetensors(path)
-    if path.suffix in (".pt", ".ckpt", ".pth", ".bin"):
-        return _open_torch(path)
-    raise CheckpointError(f"{path}: unknown checkpoint extension {path.suffix!r} (expected .safetensors, .pt or .ckpt)")
+    """Open `path` lazily with upstream keys normalised to the ``lvdm`` format; `format` is
+    "dynamicrafter-256" when the file used that release's key names. Missing -> WeightsMissing;
+    damaged -> CheckpointError."""
+    f = ckpt.open_checkpoint(path, normalise=keymap.normalize_upstream_key)
+    return dataclasses.replace(f, format="dynamicrafter-256" if f.renamed else "lvdm")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,17 +85,12 @@ def expected_shapes(params: ModelParams) -> dict[str, tuple[int, ...]]:
     """Upstream key -> shape of every state-dict entry of `params`' full model (meta build).
 
     Cached per preset; treat the result as read-only."""
-    from .model import LatentVideoDiffusion
-
     with torch.device("meta"):
         model = LatentVideoDiffusion(params)
     return {keymap.to_upstream(k): tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def _listing(title: str, keys: Sequence[str]) -> str:
-    shown = ", ".join(keys[:LIST_LIMIT])
-    more = f", ... (+{len(keys) - LIST_LIMIT} more)" if len(keys) > LIST_LIMIT else ""
-    return f"{len(keys)} {title}: {shown}{more}"
+_listing = ckpt.listing
 
 
 @dataclass
@@ -284,12 +153,8 @@ def check_file(params: ModelParams, shapes: Mapping[str, tuple[int, ...]], fmt: 
 
 
 def read_header(path: str | Path) -> CheckpointFile:
-    """Keys and shapes only: the safetensors JSON header, or a memory-mapped torch load."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsMissing(f"checkpoint file not found: {path}")
-    if path.suffix == ".safetensors":
-        return _open_safetensors(path)
+    """Keys and shapes only: the safetensors JSON header, or a memory-mapped torch load (opening
+    never reads tensor data)."""
     return open_checkpoint(path)
 
 
@@ -313,8 +178,6 @@ def load_weights(model: nn.Module, paths: Sequence[str | Path], *, device=None,
     with counts) and the variant the files look like. `skip_absent_parts` drops file keys of
     components the model was built without (e.g. a UNet-only build for benchmarks).
     """
-    from .model import LatentVideoDiffusion
-
     if not isinstance(model, LatentVideoDiffusion):
         raise TypeError("load_weights expects a LatentVideoDiffusion")
     if not paths:
@@ -345,15 +208,10 @@ def load_weights(model: nn.Module, paths: Sequence[str | Path], *, device=None,
     missing = [keymap.to_upstream(k) for k in required if k not in sources]
     wrong = [f"{src[1]} {list(src[0].shapes[src[1]])} != {list(expected[k])}"
              for k, src in sources.items() if tuple(src[0].shapes[src[1]]) != expected[k]]
-    if missing or unexpected or wrong:
+    verdict = ckpt.KeyVerdict(missing, sorted(set(unexpected)), wrong)
+    if not verdict.ok:
         idents = [f"{f.path.name} looks like {identify(f.shapes, f.format)}" for f in files]
-        lines = [f"checkpoint does not fit {model.params.name} ({'; '.join(idents)})"]
-        if missing:
-            lines.append(_listing("missing keys", missing))
-        if unexpected:
-            lines.append(_listing("unexpected keys", sorted(set(unexpected))))
-        if wrong:
-            lines.append(_listing("keys with the wrong shape", wrong))
+        lines = [f"checkpoint does not fit {model.params.name} ({'; '.join(idents)})", verdict.describe()]
         if len(files) == 1 and missing and "model.diffusion_model.input_blocks.0.0.weight" not in files[0].shapes:
             base = model.params.base or "DynamiCrafter"
             lines.append(f"this is a camera-only file: load it over the {base} base checkpoint")
@@ -369,3 +227,41 @@ def load_weights(model: nn.Module, paths: Sequence[str | Path], *, device=None,
     model.requires_grad_(False)
     return LoadReport([(str(f.path), identify(f.shapes, f.format), f.format) for f in files],
                       len(required), sorted(set(ignored)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole models from files
+
+
+def load_pretrained(params: ModelParams | str, paths: Sequence[str | Path], device="cpu",
+                    dtype: torch.dtype = torch.float32, parts: Collection[str] = ALL_PARTS,
+                    component_presets: str = "full") -> LatentVideoDiffusion:
+    """Build on the meta device and strictly load checkpoint files (base first, then overlays).
+
+    Raises CheckpointError when the files do not fit the preset (see `loader.load_weights`);
+    with fewer `parts`, file keys of the parts left out are skipped.
+    """
+    model = build_meta(params, parts, component_presets)
+    load_weights(model, paths, device=device, dtype=dtype, skip_absent_parts=set(parts) != set(ALL_PARTS))
+    return model.eval()
+
+
+def load_checkpoint_files(params: ModelParams | str, checkpoint: str | Path, base: Optional[str | Path] = None,
+                          device="cpu", dtype: torch.dtype = torch.float32,
+                          fetch_name: Optional[str] = None, component_presets: str = "full") -> LatentVideoDiffusion:
+    """Load a released camera checkpoint whether it is a full model or camera weights only.
+
+    The checkpoint's header decides: with the UNet's first layer it is taken as full and loaded
+    alone (`base` is not even opened); otherwise it is laid over `base` (the DynamiCrafter
+    checkpoint of `params.base`), which must then exist. `fetch_name` (a models.json name) only
+    improves the message when the base is missing.
+    """
+    params = get_preset(params) if isinstance(params, str) else params
+    header = read_header(checkpoint)
+    if "model.diffusion_model.input_blocks.0.0.weight" in header.shapes:
+        return load_pretrained(params, [checkpoint], device, dtype, component_presets=component_presets)
+    if base is None or not Path(base).is_file():
+        how = f"python -m core.weights fetch {fetch_name}" if fetch_name else "the model's fetch command"
+        raise WeightsMissing(f"{Path(checkpoint).name} holds only the camera weights and needs the "
+                             f"{params.base or 'DynamiCrafter'} base checkpoint at {base}; get it with {how}")
+    return load_pretrained(params, [base, checkpoint], device, dtype, component_presets=component_presets)

@@ -17,8 +17,7 @@ the others are None and are absent from its state dict.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Collection, Optional, Sequence
+from typing import Collection, Optional
 
 import torch
 from torch import Tensor, nn
@@ -129,8 +128,10 @@ class LatentVideoDiffusion(nn.Module):
 
     @torch.no_grad()
     def camera_condition(self, rel_c2w: Tensor, K: Tensor, *, translation_noise: Optional[Tensor] = None,
+                         translation_values: Optional[Tensor] = None,
                          generator: Optional[torch.Generator] = None) -> CameraCondition:
-        """This model's `CameraCondition` for relative c2w (B, T, 4, 4) and pixel K (B, 3, 3).
+        """This model's `CameraCondition` for relative c2w (B, T, 4, 4) and pixel K, per frame
+        (B, T, 3, 3) or shared (B, 3, 3); see `build_camera_condition` for the perturbation inputs.
 
         Computed once per video; pass it to every UNet call (both CFG branches share it).
         """
@@ -142,14 +143,15 @@ class LatentVideoDiffusion(nn.Module):
         return build_camera_condition(
             p.camera, rel_c2w.to(device), K.to(device), p.height, p.width,
             pose_encoder=self.pose_encoder, epipolar=p.unet.epipolar, latent_factor=8,
-            translation_noise=translation_noise, generator=generator, dtype=dtype)
+            translation_noise=translation_noise, translation_values=translation_values, generator=generator,
+            dtype=dtype)
 
 
 
 def build_meta(params: ModelParams | str, parts: Collection[str] = ALL_PARTS,
                component_presets: str = "full") -> LatentVideoDiffusion:
     """The model on the meta device: shapes only, no memory. Materialise it by loading
-    (`load_pretrained` / `loader.load_weights`) or with `build_with_weight_rule`."""
+    (`loader.load_pretrained` / `loader.load_weights`) or with `build_with_weight_rule`."""
     params = get_preset(params) if isinstance(params, str) else params
     with torch.device("meta"):
         return LatentVideoDiffusion(params, parts, component_presets)
@@ -171,42 +173,3 @@ def build_with_weight_rule(params: ModelParams | str, device="cpu", dtype: torch
     fill_with_rule(model, to_upstream, device=device, dtype=dtype)
     model.reset_buffers(device)
     return model.eval().requires_grad_(False)
-
-
-def load_pretrained(params: ModelParams | str, paths: Sequence[str | Path], device="cpu",
-                    dtype: torch.dtype = torch.float32, parts: Collection[str] = ALL_PARTS,
-                    component_presets: str = "full") -> LatentVideoDiffusion:
-    """Build on the meta device and strictly load checkpoint files (base first, then overlays).
-
-    Raises CheckpointError when the files do not fit the preset (see `loader.load_weights`);
-    with fewer `parts`, file keys of the parts left out are skipped.
-    """
-    from .loader import load_weights
-
-    model = build_meta(params, parts, component_presets)
-    load_weights(model, paths, device=device, dtype=dtype, skip_absent_parts=set(parts) != set(ALL_PARTS))
-    return model.eval()
-
-
-def load_checkpoint_files(params: ModelParams | str, checkpoint: str | Path, base: Optional[str | Path] = None,
-                          device="cpu", dtype: torch.dtype = torch.float32,
-                          fetch_name: Optional[str] = None, component_presets: str = "full") -> LatentVideoDiffusion:
-    """Load a released camera checkpoint whether it is a full model or camera weights only.
-
-    The checkpoint's header decides: with the UNet's first layer it is taken as full and loaded
-    alone (`base` is not even opened); otherwise it is laid over `base` (the DynamiCrafter
-    checkpoint of `params.base`), which must then exist. `fetch_name` (a models.json name) only
-    improves the message when the base is missing.
-    """
-    from ...errors import WeightsMissing
-    from .loader import read_header
-
-    params = get_preset(params) if isinstance(params, str) else params
-    header = read_header(checkpoint)
-    if "model.diffusion_model.input_blocks.0.0.weight" in header.shapes:
-        return load_pretrained(params, [checkpoint], device, dtype, component_presets=component_presets)
-    if base is None or not Path(base).is_file():
-        how = f"python -m core.weights fetch {fetch_name}" if fetch_name else "the model's fetch command"
-        raise WeightsMissing(f"{Path(checkpoint).name} holds only the camera weights and needs the "
-                             f"{params.base or 'DynamiCrafter'} base checkpoint at {base}; get it with {how}")
-    return load_pretrained(params, [base, checkpoint], device, dtype, component_presets=component_presets)

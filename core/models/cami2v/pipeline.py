@@ -209,14 +209,14 @@ class CamI2VPipeline:
         return proj(tokens.to(next(proj.parameters()).dtype)).to(self.dtype)
 
     def camera_inputs(self, path: Any, frames: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-        """(rel_c2w (1, T, 4, 4), K (1, 3, 3)) float32 from a CameraPath at the model size."""
+        """(rel_c2w (1, T, 4, 4), per-frame K (1, T, 3, 3)) float32 from a CameraPath at the model size."""
         p = self.model.params
         info: dict[str, Any] = {"camera_name": getattr(path, "name", "custom"), "camera_frames_in": path.num_frames}
         if path.num_frames != frames:
             path = path.resampled(frames)
             info["camera_resampled_to"] = frames
         rel = torch.from_numpy(np.asarray(path.relative_c2w(0), dtype=np.float64)).float()[None]
-        K = torch.from_numpy(np.asarray(path.K(p.width, p.height), dtype=np.float64)[0]).float()[None]
+        K = torch.from_numpy(np.asarray(path.K(p.width, p.height), dtype=np.float64)).float()[None]
         return rel, K, info
 
     # -- generate ------------------------------------------------------------------------

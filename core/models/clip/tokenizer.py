@@ -15,6 +15,12 @@ Where the vocabulary comes from:
 - `from_files(vocab.json, merges.txt)`: Hugging Face-format files (e.g. from the hub repo
   `laion/CLIP-ViT-H-14-laion2B-s32B-b79K`), encoded by the pure-Python BPE below.
 - `from_openclip_merges(path)`: OpenCLIP's `bpe_simple_vocab_16e6.txt(.gz)` merges file.
+
+Why not transformers' `CLIPTokenizerFast`: it can only be built from `vocab.json` + `merges.txt`
+(or a hub download), and no installed package ships those files: `instant-clip-tokenizer` has
+the vocabulary compiled into its extension and exposes ids and decoding, not the ranked merge
+list, and transformers ships no vocabularies. So the offline default cannot be a
+`CLIPTokenizerFast`; the pure-Python BPE below only serves the file-based constructors.
 """
 
 from __future__ import annotations

@@ -3,14 +3,15 @@
 The release (the authors' Google Drive folder `pretrained_models/upscale_a_video/`) holds:
 
     unet/unet_video.bin (+ unet_video_config.json)     the video UNet          -> load_unet
-    vae/vae_3d.bin, vae/vae_video.bin                   the two decoders        -> vae.load_vae
-    propagator/raft-things.pth                          RAFT (propagation only) -> raft.load_raft
-    text_encoder/, tokenizer/                           the SD x4 upscaler's    -> text_encoder.load_text_encoder
+    vae/vae_3d.bin, vae/vae_video.bin                   the two decoders        -> load_vae
+    propagator/raft-things.pth                          RAFT (propagation only) -> load_raft
+    text_encoder/, tokenizer/                           the SD x4 upscaler's    -> load_text_encoder
     scheduler/, low_res_scheduler/                      scheduler configs       -> scheduler.NoiseSchedule
 
 Each part has one key map next to its model (`unet.to_upstream_key`, `vae.vae_key_to_upstream`,
-`raft.raft_key_to_upstream`, `text_encoder.text_key_to_upstream`); loading is strict and a
-mismatch raises CheckpointError naming the missing and unexpected keys. `build_with_rule`
+`raft.raft_key_to_upstream`, `text_encoder.text_key_to_upstream`); the loaders live here, not in
+the model files, and read and assign through `core.models.checkpoint`: loading is strict and a
+mismatch raises CheckpointError naming the missing, unexpected and wrong-shape keys. `build_with_rule`
 makes the same pipeline with the golden fixtures' deterministic weights (tests, benchmarks).
 """
 
@@ -24,9 +25,14 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ...errors import CheckpointError, ConfigError
+from ...errors import CheckpointError, ConfigError, WeightsMissing
+from .. import checkpoint as ckpt
+from ..clip.text import ClipTextEncoder, TextTransformerParams
 from ..weight_rule import fill_with_rule
 from .pipeline import UpscaleAVideo
+from .raft import RAFT, build_raft, raft_state_dict_from_upstream
+from .text_encoder import UAV_TEXT_PARAMS, _weight_file, build_text_encoder, text_state_dict_from_upstream
+from .vae import VAE_PRESETS, AutoencoderKLVideo, VideoVAEParams, build_vae, vae_state_dict_from_upstream
 from .scheduler import LOW_RES_SCHEDULE, SAMPLING_SCHEDULE, NoiseSchedule
 from .unet import PRESETS, UNetVideo, UNetVideoParams, build_unet, to_upstream_key
 
@@ -140,8 +146,6 @@ def _load_module(module: nn.Module, state: dict[str, torch.Tensor], to_upstream,
     """Rename an upstream state dict to `module`'s keys with the part's key map, cast each tensor
     once to (device, dtype) and assign strictly (no second copy of the model). Our keys ending in
     one of `keep_float32` stay float32."""
-    from .vae import load_strict
-
     ours_by_upstream = {}
     for k in module.state_dict(keep_vars=True):
         ours_by_upstream.setdefault(to_upstream(k), []).append(k)
@@ -154,7 +158,47 @@ def _load_module(module: nn.Module, state: dict[str, torch.Tensor], to_upstream,
             else:
                 cast = torch.float32 if ours.endswith(keep_float32) else dtype
             renamed[ours] = v.to(device=device, dtype=cast)
-    load_strict(module, renamed, source)
+    ckpt.assign_strict(module, renamed, source)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """A release weight file (.bin/.pth/.safetensors) on the CPU (`core.models.checkpoint`).
+    WeightsMissing when absent, CheckpointError when it cannot be read."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsMissing(f"weight file {path.name} is missing at {path}; see models.json for how to obtain it.")
+    return ckpt.read_state_dict(path)
+
+
+def load_vae(path: str | Path, preset: str | VideoVAEParams, device: torch.device | str = "cpu",
+             dtype: torch.dtype = torch.float32) -> AutoencoderKLVideo:
+    """Load `vae_3d.bin` (preset "vae_3d") or `vae_video.bin` (preset "vae_video") strictly."""
+    if isinstance(preset, str) and preset not in VAE_PRESETS:
+        raise ValueError(f"unknown VAE preset {preset!r} (known: {', '.join(VAE_PRESETS)})")
+    state = vae_state_dict_from_upstream(read_checkpoint(path))
+    model = build_vae(preset)
+    ckpt.assign_strict(model, state, str(path))
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def load_text_encoder(path: str | Path, device: torch.device | str = "cpu",
+                      dtype: torch.dtype = torch.float32,
+                      params: TextTransformerParams = UAV_TEXT_PARAMS) -> ClipTextEncoder:
+    """Load the release's `text_encoder/` (folder or weight file) strictly."""
+    file = _weight_file(Path(path))
+    state = text_state_dict_from_upstream(read_checkpoint(file), source=str(file),
+                                          context_length=params.context_length)
+    model = build_text_encoder(params=params)
+    ckpt.assign_strict(model, state, str(file))
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def load_raft(path: str | Path, device: torch.device | str = "cpu") -> RAFT:
+    """Load `raft-things.pth` strictly; returns a float32 RAFT on `device`."""
+    state = raft_state_dict_from_upstream(read_checkpoint(path))
+    model = build_raft()
+    ckpt.assign_strict(model, state, str(path))
+    return model.to(device=device, dtype=torch.float32).eval()
 
 
 def load_unet(path: str | Path, params: UNetVideoParams | str = "upscale-a-video",
@@ -164,8 +208,6 @@ def load_unet(path: str | Path, params: UNetVideoParams | str = "upscale-a-video
     The RoPE frequencies appear under 17 keys in the file and are one tensor here (kept in
     float32 whatever `dtype` is).
     """
-    from .vae import read_checkpoint
-
     state = read_checkpoint(path)
     model = build_unet(params)
     _load_module(model, state, to_upstream_key, str(path), device, dtype, keep_float32=("rope.freqs",))
@@ -192,8 +234,6 @@ def _propagation_parts(raft_model) -> tuple:
 
 def attach_propagation(pipe: UpscaleAVideo, raft_path: str | Path) -> UpscaleAVideo:
     """Load RAFT (float32) onto the pipeline's device and enable propagation steps."""
-    from .raft import load_raft
-
     pipe.flow_estimator, pipe.propagator = _propagation_parts(load_raft(raft_path, device=pipe.device))
     return pipe
 
@@ -209,9 +249,6 @@ def load_pipeline(files: ReleaseFiles, device: torch.device | str = "cuda", dtyp
     `with_propagation`. unet_params / vae_params / text_params override the release
     architectures (tiny configs in tests).
     """
-    from .text_encoder import load_text_encoder
-    from .vae import VAE_PRESETS, load_vae
-
     if files.vae_variant not in VAE_VARIANTS:
         raise ConfigError(f"unknown Upscale-A-Video VAE {files.vae_variant!r}; choose one of {', '.join(VAE_VARIANTS)}.")
     device = torch.device(device)
@@ -265,10 +302,9 @@ def build_with_rule(device: torch.device | str = "cpu", dtype: torch.dtype = tor
     vae_params / text_params override the release architectures (tiny configs for tests); the
     rule then still keys on the release's names.
     """
-    from .raft import build_raft, raft_key_to_upstream
-    from .text_encoder import UAV_TEXT_PARAMS, text_key_to_upstream
-    from .vae import VAE_PRESETS, AutoencoderKLVideo, vae_key_to_upstream
-    from ..clip.text import ClipTextEncoder
+    from .raft import raft_key_to_upstream
+    from .text_encoder import text_key_to_upstream
+    from .vae import vae_key_to_upstream
 
     device = torch.device(device)
     unet = build_unet(unet_params)

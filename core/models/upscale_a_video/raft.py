@@ -2,7 +2,7 @@
 
 Public API (used by the pipeline / loader):
 
-    raft = load_raft(path, device="cuda")              # strict, from raft-things.pth; float32
+    raft = loader.load_raft(path, device="cuda")              # strict, from raft-things.pth; float32
     flow = raft(image1, image2, iters=20)             # (n,3,H,W) in [-1,1], H,W % 8 == 0 -> (n,2,H,W)
     bi = BidirectionalRAFT(raft)                       # upstream_flow_rescale_bug=True by default
     flows_forward, flows_backward = bi(frames)         # frames (b,3,t,h,w) in [-1,1]; clips sliced
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Mapping
 
 import torch
@@ -34,7 +33,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import InputError
-from .vae import load_strict, read_checkpoint
 
 
 @dataclass(frozen=True)
@@ -418,11 +416,3 @@ def raft_state_dict_from_upstream(state: Mapping[str, torch.Tensor]) -> dict[str
 def build_raft(device: torch.device | str = "meta", params: RAFTParams = RAFTParams()) -> RAFT:
     with torch.device(device):
         return RAFT(params).eval()
-
-
-def load_raft(path: str | Path, device: torch.device | str = "cpu") -> RAFT:
-    """Load `raft-things.pth` strictly; returns a float32 RAFT on `device`."""
-    state = raft_state_dict_from_upstream(read_checkpoint(path))
-    model = build_raft()
-    load_strict(model, state, source=str(path))
-    return model.to(device=device, dtype=torch.float32).eval()

@@ -2,7 +2,7 @@
 
 Public API (used by the pipeline / loader):
 
-    enc = load_text_encoder(path, device="cuda", dtype=torch.float16)
+    enc = loader.load_text_encoder(path, device="cuda", dtype=torch.float16)
           # path: the release's text_encoder/ folder (model.safetensors or pytorch_model.bin)
           #       or one of those files; strict
     emb = enc.encode(["a prompt", ""])     # (B, 77, 1024): last_hidden_state after final LN
@@ -30,7 +30,6 @@ import torch
 
 from ...errors import CheckpointError, WeightsMissing
 from ..clip.text import ClipTextEncoder, TextTransformerParams
-from .vae import load_strict, read_checkpoint
 
 UAV_TEXT_PARAMS = TextTransformerParams(
     vocab_size=49408,
@@ -134,15 +133,3 @@ def _weight_file(path: Path) -> Path:
         raise WeightsMissing(f"no text-encoder weights ({' or '.join(_WEIGHT_NAMES)}) in {path}; "
                              "see models.json for how to obtain the Upscale-A-Video release.")
     return path
-
-
-def load_text_encoder(path: str | Path, device: torch.device | str = "cpu",
-                      dtype: torch.dtype = torch.float32,
-                      params: TextTransformerParams = UAV_TEXT_PARAMS) -> ClipTextEncoder:
-    """Load the release's `text_encoder/` (folder or weight file) strictly."""
-    file = _weight_file(Path(path))
-    state = text_state_dict_from_upstream(read_checkpoint(file), source=str(file),
-                                          context_length=params.context_length)
-    model = build_text_encoder(params=params)
-    load_strict(model, state, source=str(file))
-    return model.to(device=device, dtype=dtype).eval()

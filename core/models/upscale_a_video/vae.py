@@ -4,7 +4,7 @@ Public API (used by the pipeline / loader):
 
     params = VAE_PRESETS["vae_3d"]            # or "vae_video"; VideoVAEParams dataclass
     vae = AutoencoderKLVideo(params)          # or build_vae("vae_3d") on the meta device
-    vae = load_vae(path, "vae_video", device="cuda", dtype=torch.float32)   # strict, from vae_*.bin
+    vae = loader.load_vae(path, "vae_video", device="cuda", dtype=torch.float32)   # strict, from vae_*.bin
     x   = vae.decode(z, lr, w_lr=1.0)         # z = latents / params.scaling_factor, (b,4,t,h,w)
     x   = vae.decode_chunked(z, lr, w_lr=1.0, chunk_frames=3)   # what the upstream pipeline does
     mean, logvar = vae.encode(x)
@@ -12,8 +12,6 @@ Public API (used by the pipeline / loader):
     vae_key_to_upstream(our_key) -> upstream key        (the key map; also feeds the weight rule)
     vae_state_dict_from_upstream(upstream_sd) -> our sd (a pure rename; load_strict checks it)
 
-    read_checkpoint(path) / load_strict(module, state, source)   generic helpers, reused by the
-    RAFT, text-encoder and UNet loaders.
     FrameGroupNorm, FrameConv2d, ResnetBlock3D             building blocks on (b,c,t,h,w) tensors.
 
 Layout is (b, c, t, h, w) throughout. Two facts decide whether outputs match upstream:
@@ -32,14 +30,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Mapping, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...errors import CheckpointError, WeightsMissing
 
 
 # ---------------------------------------------------------------------------------------------
@@ -434,74 +430,3 @@ def build_vae(preset: str | VideoVAEParams, device: torch.device | str = "meta")
     params = VAE_PRESETS[preset] if isinstance(preset, str) else preset
     with torch.device(device):
         return AutoencoderKLVideo(params).eval()
-
-
-def load_vae(path: str | Path, preset: str | VideoVAEParams, device: torch.device | str = "cpu",
-             dtype: torch.dtype = torch.float32) -> AutoencoderKLVideo:
-    """Load `vae_3d.bin` (preset "vae_3d") or `vae_video.bin` (preset "vae_video") strictly."""
-    if isinstance(preset, str) and preset not in VAE_PRESETS:
-        raise ValueError(f"unknown VAE preset {preset!r} (known: {', '.join(VAE_PRESETS)})")
-    state = vae_state_dict_from_upstream(read_checkpoint(path))
-    model = build_vae(preset)
-    load_strict(model, state, source=str(path))
-    return model.to(device=device, dtype=dtype).eval()
-
-
-# ---------------------------------------------------------------------------------------------
-# generic checkpoint helpers (shared by the RAFT and text-encoder loaders)
-# ---------------------------------------------------------------------------------------------
-
-def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a plain state dict from .safetensors or a torch pickle (.bin/.pth/.pt), on the CPU.
-
-    Raises WeightsMissing when the file is absent and CheckpointError when it cannot be read.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsMissing(f"weight file {path.name} is missing at {path}; see models.json for how to obtain it.")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path), device="cpu")
-        else:
-            try:
-                state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-            except RuntimeError:
-                # pre-zipfile pickles (torch < 1.6) cannot be memory-mapped
-                state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any parse failure is a corrupt file for the user
-        raise CheckpointError(f"{path}: cannot read the weight file ({type(exc).__name__}: {exc}).") from None
-    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
-        state = state["state_dict"]
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: not a state dict of tensors.")
-    return dict(state)
-
-
-def _preview(keys: list[str], n: int = 6) -> str:
-    shown = ", ".join(keys[:n])
-    return shown + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
-
-
-def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Assign `state` (already in our key names) to `module` (may be on meta), strictly.
-
-    Any missing or unexpected key, or any shape mismatch, raises CheckpointError naming them.
-    Tensors are assigned as they are (call `.to(device, dtype)` afterwards).
-    """
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys: {_preview(missing)}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys: {_preview(unexpected)}")
-        raise CheckpointError(f"{source}: does not match {type(module).__name__} ({'; '.join(parts)}).")
-    bad = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
-           if tuple(state[k].shape) != tuple(v.shape)]
-    if bad:
-        raise CheckpointError(f"{source}: {len(bad)} tensors have the wrong shape: {_preview(bad, 3)}.")
-    module.load_state_dict(state, strict=True, assign=True)

@@ -589,6 +589,18 @@ class CameraPath:
         rel[:, :3, 3] *= distance
         return CameraPath.from_c2w(c2w[0] @ rel, self.intrinsics, self.name)
 
+    def zoomed(self, zoom: float) -> "CameraPath":
+        """The same poses seen through a lens `zoom` times longer, zoomed about the image centre:
+        fx, fy times `zoom`, and the principal point moved away from the centre by `zoom`
+        (normalised intrinsics). What the Ken Burns preview's framing zoom does to the camera."""
+        z = float(zoom)
+        if not (np.isfinite(z) and z > 0):
+            raise InputError(f"Zoom must be a positive number, got {zoom!r}.")
+        intr = self.intrinsics.copy()
+        intr[:, :2] *= z
+        intr[:, 2:] = z * (intr[:, 2:] - 0.5) + 0.5
+        return CameraPath(self.w2c.copy(), intr, self.name)
+
     def resampled(self, num_frames: int) -> "CameraPath":
         """The same motion over `num_frames` frames: SLERP for rotations, Catmull-Rom for camera
         centres (exact for straight constant-speed moves), linear for intrinsics."""

@@ -63,6 +63,9 @@ class JobEvent:
     error: str | None = None
     seq: int = -1
     job_id: str | None = None
+    # a job's own typed record of the step, when its kind needs more than the fields above
+    # (a tour's shot events carry their core.tour.TourEvent here)
+    detail: Any = None
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ import importlib
 import os
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -615,6 +614,11 @@ class Studio:
                 run.add_timing("generate", time.perf_counter() - t0)
                 run.update(generator_info=_jsonable(result.record()))
                 clip = result.clip
+                zoom = float(result.info.get("zoom") or 1.0)
+                if generator.camera_control and zoom != 1.0:
+                    # the preview zoomed in to stay inside the photo: a longer lens, same poses
+                    path = path.zoomed(zoom)
+                    run.write_json("camera", path.to_dict())
                 if generator.camera_control and clip.num_frames != path.num_frames and clip.num_frames >= 2:
                     # record the path the clip actually follows (e.g. kenburns resampled it)
                     run.write_json("camera", path.resampled(clip.num_frames).to_dict())
@@ -696,8 +700,28 @@ class Studio:
             self._forget(job_id)
 
     # -- tours (core.tour) ----------------------------------------------------------------
+    def submit_tour(self, tour: Any = None, *, resume: str | None = None, user: str | None = None) -> str:
+        """Queue a tour (or the resume of tour run `resume`) on the job worker, like `submit_job`:
+        it runs to its end whoever follows it. Its log holds "started", one "chain" event per
+        finished shot and for the joined tour, and "done"; each carries the `core.tour.TourEvent`
+        in `detail`."""
+        if tour is None and not resume:
+            raise InputError("No tour to run.")
+        if resume:
+            self.open_run(resume, user)  # unknown or foreign: one clear line now, not in the job
+
+        def body(ctx):
+            report = lambda f, m: ctx.report(ProgressUpdate(f, m))  # noqa: E731
+            for ev in self.run_tour(tour, report, job_id=ctx.job_id, resume=resume, user=user):
+                kind = ev.kind if ev.kind in ("started", "done") else "chain"
+                chain = f"shot-{ev.index:02d}" if ev.kind == "shot" else (ev.kind if kind == "chain" else None)
+                yield JobEvent(kind, ev.run_id, chain=chain, video=ev.video, message=ev.message, detail=ev)
+
+        title = f"tour · {len(tour.shots)} shot(s)" if tour is not None else f"resume tour {resume}"
+        return self.jobs.submit(body, kind="tour", title=title, user=user)
+
     def run_tour(self, tour: Any = None, progress: ProgressFn | None = None, job_id: str | None = None,
-                 resume: str | None = None) -> Iterator[Any]:
+                 resume: str | None = None, user: str | None = None) -> Iterator[Any]:
         """Render a `core.tour.Tour` shot by shot, yielding a `core.tour.TourEvent` after each
         shot and for the joined tour; `resume=run_id` finishes a cancelled or failed tour run
         (finished shots are kept). `cancel(job_id)` stops it between frames."""
@@ -706,7 +730,7 @@ class Studio:
         job_id = job_id or self.new_job_id()
         cancel_event = self.jobs.cancel_event(job_id)
         try:
-            yield from iter_tour(self, tour, Progress(progress, cancel_event), resume=resume)
+            yield from iter_tour(self, tour, Progress(progress, cancel_event), resume=resume, user=user)
         finally:
             cancel_event.set()
             self._forget(job_id)

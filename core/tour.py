@@ -559,7 +559,7 @@ def _load_photos(studio: "Studio", tour: Tour) -> list[tuple[bytes, str]]:
 
 
 def iter_tour(studio: "Studio", tour: Tour | None = None, progress: Progress | None = None, *,
-              resume: str | None = None) -> Iterator[TourEvent]:
+              resume: str | None = None, user: str | None = None) -> Iterator[TourEvent]:
     """Render `tour` shot by shot into a new run folder (or finish the run `resume`, whose
     tour.json gives the tour when `tour` is None), yielding a TourEvent after each step.
 
@@ -567,11 +567,11 @@ def iter_tour(studio: "Studio", tour: Tour | None = None, progress: Progress | N
     keeps every finished shot, so `resume=run_id` completes it. Bad input raises InputError
     before any run folder is made.
     """
-    from .runs import Run, atomic_write_bytes, sha256_bytes
+    from .runs import Run, atomic_write_bytes, sha256_bytes  # noqa: F811 (the run-time import)
 
     prog = as_progress(progress)
     if resume:
-        run = Run.open(studio.settings.outputs, resume, min_free_bytes=studio.settings.min_free_bytes,
+        run = Run.open(studio.runs_root(user), resume, min_free_bytes=studio.settings.min_free_bytes,
                        free_space_fn=studio.settings.free_space_fn)
         if run.data.get("kind") != "tour" or not (run.dir / TOUR_FILE).is_file():
             raise InputError(f"Run {resume} is not a tour.")
@@ -586,7 +586,7 @@ def iter_tour(studio: "Studio", tour: Tour | None = None, progress: Progress | N
     photos = _load_photos(studio, tour)
 
     if not resume:
-        run = Run.create(studio.settings.outputs, kind="tour", min_free_bytes=studio.settings.min_free_bytes,
+        run = Run.create(studio.runs_root(user), kind="tour", min_free_bytes=studio.settings.min_free_bytes,
                          free_space_fn=studio.settings.free_space_fn,
                          params={"model": tour.model, "chain": tour.chain, "fps": tour.fps,
                                  "size": [tour.width, tour.height], "transition": tour.transition.kind,

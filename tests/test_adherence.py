@@ -181,9 +181,11 @@ def photo():
 
 
 def kenburns_clip(photo, preset: str, frames: int = 10, **kw) -> tuple[Clip, CameraPath]:
+    """The preview of `preset` and the camera it follows: the preset's poses through the lens the
+    preview zoomed to (it zooms in as far as the move needs to stay inside the photo)."""
     path = preset_path(preset, frames, aspect=W / H, **kw)
-    video, _ = render_kenburns(photo, path, W, H)
-    return Clip(video, 10.0), path
+    video, info = render_kenburns(photo, path, W, H)
+    return Clip(video, 10.0), path.zoomed(info["zoom"])
 
 
 def test_opencv_recovers_a_pan(photo):
@@ -205,7 +207,10 @@ def test_opencv_recovers_a_tilt_and_a_push(photo):
     assert s["RotErr"] < 0.01
     clip, path = kenburns_clip(photo, "push-in", 8)
     s = score(path, estimate_poses(clip, path.K(W, H), method="opencv").c2w)
-    assert s["RotErr"] < 0.1 and s["TransErr"] < 0.6
+    # a push-in towards a plane is the worst-conditioned case for an essential matrix (a change
+    # of a few border pixels moves RANSAC's pick): allow about 1 degree of rotation error per frame
+    # and a translation error well below the wrong direction's (> 5, below)
+    assert s["RotErr"] < 0.15 and s["TransErr"] < 1.0
     wrong = score(preset_path("pull-out", 8, aspect=W / H), estimate_poses(clip, path.K(W, H), method="opencv").c2w)
     assert wrong["TransErr"] > 5.0
 
@@ -245,8 +250,9 @@ def test_measure_adherence_without_pycolmap_falls_back(photo, monkeypatch):
 
 def test_measure_adherence_resamples_a_longer_path(photo, monkeypatch):
     monkeypatch.setattr(adherence, "pycolmap_available", lambda: False)
-    clip, _ = kenburns_clip(photo, "pan-left", 6)
-    long_path = preset_path("pan-left", 11, aspect=W / H)  # same move, more frames
+    clip, short = kenburns_clip(photo, "pan-left", 6)
+    zoom = short.intrinsics[0, 0] / preset_path("pan-left", 6, aspect=W / H).intrinsics[0, 0]
+    long_path = preset_path("pan-left", 11, aspect=W / H).zoomed(zoom)  # same move and lens, more frames
     out = measure_adherence(clip, long_path)
     assert out["available"] and out["frames"] == 6 and out["RotErr"] < 0.01
     assert any("resampled" in n for n in out["notes"])

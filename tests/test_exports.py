@@ -211,7 +211,7 @@ def test_export_panel_downloads_a_watermarked_zip(studio, run, tmp_path, monkeyp
         zf.extract(f"{C0}.mp4", uploads)
     assert manifest["watermark"]["visible_text"] == "Demo" and manifest["watermark"]["invisible"]
     verdict = fns["do_check"].fn(str(uploads / f"{C0}.mp4"))
-    assert verdict.startswith("**✅ watermark found**")
+    assert verdict.startswith("**Watermark found**")
     (uploads / "plain.mp4").write_bytes((run.dir / run.data["chains"]["none"]["files"]["mp4"]).read_bytes())
     assert "no watermark" in fns["do_check"].fn(str(uploads / "plain.mp4"))
     with pytest.raises(gr.Error, match="uploaded"):

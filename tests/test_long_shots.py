@@ -273,10 +273,8 @@ def test_service_cancel_leaves_a_partial_run_that_resume_completes(studio):
     partial = [r for r in studio.list_runs() if r.id != done.run_id][0]
     assert partial.status == "partial"  # never shown as complete
     assert finished_segments(partial.path) == 1
-    from ui import longshot as ui_longshot
-
-    msg = ui_longshot.resume_run(studio, partial.id, None)  # the Runs tab's Resume button
-    assert msg.startswith("✅")
+    resume_job = studio.submit_resume(partial.id)  # the Runs tab's Resume button: a server job
+    assert studio.wait_job(resume_job, timeout=600).status == "complete"
     run = studio.open_run(partial.id)
     assert run.status == "complete"
     np.testing.assert_array_equal(read_frames(run.dir / run.data["chains"]["none"]["files"]["png"]), full)

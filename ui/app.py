@@ -30,6 +30,7 @@ from core.params import ParamSpec
 from core.postprocess.chains import STANDARD_CHAINS
 from core.service import CameraSpec, JobRequest, Studio
 
+from .feedback import request_user as _user
 from .feedback import (ClickBook, PhotoInput, camera_export_path, error_line, generator_caption, hide_internal_endpoints,
                        named_downloads, scroll_on_finish, status_error, status_note, status_ok)
 from .figures import camera_figure, metric_figure, quality_figure
@@ -114,21 +115,11 @@ def safe_stem(text: str, default: str = "path") -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", str(text)).strip("-")[:60] or default
 
 
-def _user(request: gr.Request | None) -> str | None:
-    """The logged-in user name (None without --auth): jobs are listed and re-attached per user."""
-    return getattr(request, "username", None) or None
-
-
 def _error(exc: BaseException) -> gr.Error:
     if isinstance(exc, StudioError):
         return gr.Error(str(exc), print_exception=False)
     traceback.print_exc(file=sys.stderr)
     return gr.Error(f"Unexpected error ({type(exc).__name__}: {exc}). Details are in the server log.")
-
-
-def _user(request: gr.Request | None) -> str | None:
-    """The logged-in user name of a request (None without --auth)."""
-    return getattr(request, "username", None) if request is not None else None
 
 
 def adherence_markdown(a: dict[str, Any]) -> str:

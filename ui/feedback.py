@@ -202,3 +202,9 @@ class ClickBook:
             pts = pts + [point]
             self._points[key] = pts
             return list(pts)
+
+
+def request_user(request: gr.Request | None) -> str | None:
+    """The logged-in user name of a request (None without --auth): runs and jobs are listed,
+    followed and cancelled per user."""
+    return getattr(request, "username", None) or None

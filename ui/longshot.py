@@ -11,6 +11,7 @@ from core.generators.segments import seam_summary
 from core.service import Studio
 
 
+
 def length_controls() -> tuple[Any, Any]:
     """The two Create-tab controls (0 means: the generator's own length / frame rate)."""
     with gr.Row():
@@ -62,21 +63,3 @@ def seams_markdown(seams: dict[str, Any] | None) -> str:
     return f"\n\n{line}" if line else ""
 
 
-def resume_run(studio: Studio, run_id: str | None, job_id: str | None, progress: Any = None) -> str:
-    """Finish partial run `run_id` (Runs tab's Resume button); returns a one-line status."""
-    if not run_id:
-        raise gr.Error("Pick a partial run first.")
-    report = (lambda f, m: progress(f, desc=m)) if progress is not None else None
-    done = False
-    try:
-        for ev in studio.resume(run_id, report, job_id=job_id or None):  # to the end: the run closes itself
-            done = done or ev.kind == "done"
-    except Exception as exc:  # StudioError: one clear line; the run stays partial
-        from core.errors import StudioError
-
-        if isinstance(exc, StudioError):
-            return f"❌ {exc}"
-        raise
-    if done:
-        return f"✅ Run `{run_id}` resumed and complete; it is shown in the Create tab."
-    return f"Run `{run_id}` stopped before the end."

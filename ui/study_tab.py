@@ -26,6 +26,7 @@ from core.postprocess.chains import STANDARD_CHAINS
 from core.progress import Progress
 from core.service import Studio
 
+from .feedback import status_error, status_ok
 from .uploads import uploaded_file
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -159,7 +160,7 @@ def build_study_tab(studio: Studio) -> dict[str, Any]:
             for ev in studylib.iter_study(studio, spec, out, prog):
                 if ev.kind == "cell":
                     failed += ev.status != "complete"
-                    note = "" if ev.status == "complete" else f" — ⚠️ {ev.error}"
+                    note = "" if ev.status == "complete" else f" — failed: {ev.error}"
                     yield {status: f"Study `{out.name}`: {ev.index + 1} of {ev.total} done "
                                    f"({ev.photo} / {ev.path}){note}"}
                 elif ev.kind == "done":
@@ -167,7 +168,7 @@ def build_study_tab(studio: Studio) -> dict[str, Any]:
                     files = [str(p) for p in (result.csv_path, result.table_path, result.stats_path,
                                               result.plots_path) if p]
                     files.append(str(studylib.zip_study(out)))
-                    msg = f"✅ Study `{out.name}`: {result.complete} of {result.total} video(s)."
+                    msg = status_ok(f"Study `{out.name}`: {result.complete} of {result.total} video(s).")
                     if failed:
                         msg += f" {failed} failed (listed in the table)."
                     yield {status: msg, table: result.markdown, rows_state: result.rows,
@@ -175,7 +176,7 @@ def build_study_tab(studio: Studio) -> dict[str, Any]:
         except BaseException as exc:
             if isinstance(exc, StudioError):
                 done = out / studylib.TABLE_FILE
-                yield {status: f"❌ {exc} Finished cells are kept in `{out.name}`.",
+                yield {status: status_error(exc, f"Finished cells are kept in `{out.name}`."),
                        table: done.read_text(encoding="utf-8") if done.is_file() else "",
                        downloads: [str(out / n) for n in (studylib.CSV_FILE, studylib.TABLE_FILE)
                                    if (out / n).is_file()] or None}
@@ -253,7 +254,7 @@ def build_export_panel(studio: Studio, run_id_state: gr.State) -> dict[str, Any]
             d = exportlib.detect_file(uploaded_file(path, "Video"), key)
         except BaseException as exc:
             raise _error(exc)
-        verdict = "✅ watermark found" if d.detected else "no watermark of this installation found"
+        verdict = "Watermark found" if d.detected else "no watermark of this installation found"
         return f"**{verdict}** — score z = {d.z:.1f} (threshold {exportlib.Z_THRESHOLD:g}), confidence {d.confidence:.3f}"
 
     run_id_state.change(chains_for, [run_id_state], [chain], queue=False)

@@ -22,11 +22,12 @@ from core.errors import InputError, StudioError
 from core.postprocess.chains import STANDARD_CHAINS
 from core.service import Studio
 
+from .feedback import request_user as _user
+from .feedback import status_error, status_ok
 from .players import file_url
 from .uploads import uploaded_file
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
-GPU = "gpu"
 HEADERS = ["order", "photo", "move", "seconds", "prompt"]
 SIZES = [("1280x720 (HD)", "1280x720"), ("1920x1080 (Full HD)", "1920x1080"), ("960x540", "960x540"),
          ("640x360 (quick look)", "640x360")]
@@ -202,25 +203,25 @@ def build_tour_tab(studio: Studio) -> dict[str, Any]:
             raise _error(exc)
         return shot_rows(names, _rows(rows))
 
-    def new_job() -> str:
-        return studio.new_job_id()
-
-    def cancel(job: str) -> str:
-        if job and studio.cancel(job):
+    def cancel(job: str, request: gr.Request = None) -> str:
+        if job and studio.cancel(job, user=_user(request)):
             return "Cancelling after the current frame… finished shots are kept (Resume renders the rest)."
         return "Nothing is running."
 
     def run(mode, job, last_run, files, with_examples, rows, trans, tsecs, fps_v, size_v, vert, model_v, chain_v,
-            den, up, seed_v, progress=gr.Progress()):
+            den, up, seed_v, request: gr.Request = None, progress=gr.Progress()):
+        """Submit the tour as a server job (a closed page never stops it; Cancel does) and follow
+        it: the player fills in shot by shot."""
+        user = _user(request)
         try:
             if mode == "resume":
                 if not last_run:  # e.g. after a restart: the newest unfinished tour
-                    last_run = next((r.id for r in studio.list_runs(limit=200) if r.status != "complete"
+                    last_run = next((r.id for r in studio.list_runs(limit=200, user=user) if r.status != "complete"
                                      and (r.data or {}).get("kind") == "tour"), "")
                 if not last_run:
                     raise InputError("Nothing to resume: every tour run is complete.")
                 tour, resume = None, last_run
-                saved = studio.open_run(last_run)
+                saved = studio.open_run(last_run, user)
                 planned = tourlib.Tour.from_dict(
                     json.loads((saved.dir / tourlib.TOUR_FILE).read_text(encoding="utf-8")), base=saved.dir)
             else:
@@ -237,16 +238,23 @@ def build_tour_tab(studio: Studio) -> dict[str, Any]:
                     # the preview is a quick look at timing and framing: bilinear Ken Burns
                     params={"quality": "fast"} if preview else {})
                 resume = None
+            job = studio.submit_tour(tour, resume=resume, user=user)
         except BaseException as exc:
             raise _error(exc)
         shots = [{"index": i, "move": s.move, "seconds": s.seconds, "video": None}
                  for i, s in enumerate(planned.shots)]
         what = {"preview": "Ken Burns preview", "generate": "Tour", "resume": "Resuming tour"}[mode]
         yield {status: f"{what}: {len(shots)} shot(s), {planned.duration:.2f} s at {planned.fps} fps…",
-               player: player_html(shots), downloads: None}
+               player: player_html(shots), downloads: None, job_state: job}
         run_id = None
         try:
-            for ev in studio.run_tour(tour, lambda f, m: progress(f, desc=m), job_id=job or None, resume=resume):
+            for jev in studio.follow(job, coalesce_progress=True):
+                if jev.kind == "progress":
+                    progress(jev.fraction or 0.0, desc=jev.message)
+                    continue
+                if jev.kind in ("failed", "cancelled"):
+                    raise StudioError(jev.error or jev.message)
+                ev = jev.detail
                 run_id = ev.run_id
                 if ev.kind == "started":
                     yield {run_state: run_id}
@@ -258,27 +266,28 @@ def build_tour_tab(studio: Studio) -> dict[str, Any]:
                     files_out = [str(ev.video)] + ([str(ev.vertical)] if ev.vertical else [])
                     yield {player: player_html(shots, ev.video), downloads: files_out}
                 elif ev.kind == "done":
-                    yield {status: f"✅ {what} `{run_id}` complete: {ev.seconds:.2f} s, {ev.num_frames} frames "
-                                   f"at {planned.fps} fps, {planned.width}x{planned.height}"
-                                   + (f" + {planned.vertical_size[0]}x{planned.vertical_size[1]} vertical"
-                                      if planned.vertical else "") + "."}
+                    yield {status: status_ok(f"{what} `{run_id}` complete: {ev.seconds:.2f} s, {ev.num_frames} frames "
+                                             f"at {planned.fps} fps, {planned.width}x{planned.height}"
+                                             + (f" + {planned.vertical_size[0]}x{planned.vertical_size[1]} vertical"
+                                                if planned.vertical else "") + ".")}
         except BaseException as exc:
             if isinstance(exc, StudioError):
                 done = sum(1 for s in shots if s["video"])
-                yield {status: f"❌ {exc} {done} finished shot(s) are kept in run `{run_id}`; Resume renders the rest."
-                       if run_id else f"❌ {exc}", player: player_html(shots)}
+                yield {status: status_error(exc, f"{done} finished shot(s) are kept in run `{run_id}`; Resume renders "
+                                                 "the rest." if run_id else ""), player: player_html(shots)}
                 return
             raise _error(exc)
 
-    outputs = [status, player, downloads, run_state]
+    outputs = [status, player, downloads, run_state, job_state]
     inputs = [job_state, run_state, photos, use_examples, table, transition, trans_secs, fps, size, vertical, model,
               chain, denoiser, upscaler, seed]
     photos.change(on_photos, [photos, use_examples, table], [table], queue=False)
     use_examples.change(on_photos, [photos, use_examples, table], [table], queue=False)
     for btn, mode in ((preview_btn, "preview"), (generate_btn, "generate"), (resume_btn, "resume")):
-        btn.click(new_job, None, [job_state], queue=False).then(
-            run, [gr.State(mode)] + inputs, outputs, concurrency_id=GPU, concurrency_limit=1,
-            api_name=f"tour_{mode}")
+        # the tour runs on the server's job worker (one job at a time on the device); this event
+        # only follows it, so it holds no queue slot
+        btn.click(run, [gr.State(mode)] + inputs, outputs, concurrency_limit=None, api_name=f"tour_{mode}",
+                  show_progress_on=[status])
     cancel_btn.click(cancel, [job_state], [status], queue=False)
     return {"photos": photos, "use_examples": use_examples, "table": table, "transition": transition,
             "transition_seconds": trans_secs, "fps": fps, "size": size, "vertical": vertical, "model": model,

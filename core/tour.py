@@ -769,14 +769,7 @@ def _read_shot(path: Path, n: int) -> np.ndarray:
 
 
 def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)
+    """JSON-ready copy of a generator's info (the service's one conversion)."""
+    from .service import _jsonable as to_json
+
+    return to_json(obj)

@@ -13,7 +13,7 @@ import re
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import gradio as gr
 
@@ -208,3 +208,9 @@ def request_user(request: gr.Request | None) -> str | None:
     """The logged-in user name of a request (None without --auth): runs and jobs are listed,
     followed and cancelled per user."""
     return getattr(request, "username", None) or None
+
+
+def stage_picker(infos: Sequence[Any], fallback: str, label: str, **kw: Any) -> gr.Dropdown:
+    """A dropdown of the stages of one role (ModelInfo rows), set to the first available one."""
+    return gr.Dropdown([(i.display, i.name) for i in infos],
+                       value=next((i.name for i in infos if i.available), fallback), label=label, **kw)

@@ -26,7 +26,7 @@ from core.postprocess.chains import STANDARD_CHAINS
 from core.progress import Progress
 from core.service import Studio
 
-from .feedback import status_error, status_ok
+from .feedback import stage_picker, status_error, status_ok
 from .uploads import uploaded_file
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -79,12 +79,8 @@ def build_study_tab(studio: Studio) -> dict[str, Any]:
             model = gr.Dropdown([(i.display, i.name) for i in generators], value=studio.default_generator(),
                                 label="Generator", elem_id="study-model")
             with gr.Row():
-                denoiser = gr.Dropdown([(i.display, i.name) for i in denoisers],
-                                       value=next((i.name for i in denoisers if i.available), "nlmeans"),
-                                       label="Denoise with")
-                upscaler = gr.Dropdown([(i.display, i.name) for i in upscalers],
-                                       value=next((i.name for i in upscalers if i.available), "lanczos"),
-                                       label="Upscale with")
+                denoiser = stage_picker(denoisers, "nlmeans", "Denoise with")
+                upscaler = stage_picker(upscalers, "lanczos", "Upscale with")
             seed = gr.Number(value=12333, precision=0, minimum=0, maximum=2**32 - 1, label="Seed")
             with gr.Row():
                 run_btn = gr.Button("Run study", variant="primary", scale=3, elem_id="study-run")

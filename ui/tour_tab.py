@@ -23,7 +23,7 @@ from core.postprocess.chains import STANDARD_CHAINS
 from core.service import Studio
 
 from .feedback import request_user as _user
-from .feedback import status_error, status_ok
+from .feedback import stage_picker, status_error, status_ok
 from .players import file_url
 from .uploads import uploaded_file
 
@@ -176,12 +176,8 @@ def build_tour_tab(studio: Studio) -> dict[str, Any]:
                 chain = gr.Dropdown(list(STANDARD_CHAINS), value="none", label="Chain on every shot",
                                     elem_id="tour-chain")
             with gr.Row():
-                denoiser = gr.Dropdown([(i.display, i.name) for i in denoisers],
-                                       value=next((i.name for i in denoisers if i.available), "nlmeans"),
-                                       label="Denoise with")
-                upscaler = gr.Dropdown([(i.display, i.name) for i in upscalers],
-                                       value=next((i.name for i in upscalers if i.available), "lanczos"),
-                                       label="Upscale with")
+                denoiser = stage_picker(denoisers, "nlmeans", "Denoise with")
+                upscaler = stage_picker(upscalers, "lanczos", "Upscale with")
                 seed = gr.Number(value=12333, precision=0, minimum=0, maximum=2**32 - 1, label="Seed")
             with gr.Row():
                 preview_btn = gr.Button("Preview (Ken Burns)", variant="secondary", elem_id="tour-preview")

@@ -224,6 +224,23 @@ class KeyVerdict:
         return "; ".join(parts)
 
 
+@dataclass
+class FileVerdict:
+    """Whether a weight file fits a model (what `python -m core.models verify` prints).
+
+    kind: the family's word for what the file is ("full", "camera-only", "base", "mismatch",
+    "unreadable"); identified: which release or variant it looks like; message: one line.
+    """
+
+    ok: bool
+    kind: str
+    identified: str
+    message: str
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    wrong_shape: list[str] = field(default_factory=list)
+
+
 def compare_keys(expected: Mapping[str, Shape], found: Mapping[str, Shape], *,
                  optional: Callable[[str], bool] = lambda key: False) -> KeyVerdict:
     """Expected (model) key -> shape against found (file) key -> shape; keys for which

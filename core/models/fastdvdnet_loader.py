@@ -8,7 +8,6 @@ tolerated missing BatchNorm counters, and the released files' git blob ids for `
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -16,6 +15,7 @@ import torch
 
 from ..errors import CheckpointError, WeightsMissing
 from . import checkpoint as ckpt
+from .checkpoint import FileVerdict
 from .fastdvdnet import (
     _OPTIONAL_SUFFIX,
     PRESETS,
@@ -123,17 +123,8 @@ RELEASED_BLOBS = {
 }
 
 
-@dataclass
-class Verdict:
-    """Result of checking a file against the FastDVDnet layout (`verify_file`)."""
-
-    ok: bool
-    kind: str  # "full" | "mismatch" | "unreadable"
-    identified: str
-    message: str
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    wrong_shape: list[str] = field(default_factory=list)
+# Result of checking a file against the FastDVDnet layout (`verify_file`): core.models.checkpoint.FileVerdict
+Verdict = FileVerdict
 
 
 def inspect_entries(name: str = "fastdvdnet") -> list[tuple[str, tuple[int, ...], str]]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Collection, Mapping, Optional, Sequence
 
@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from ...errors import CheckpointError, WeightsMissing
 from .. import checkpoint as ckpt
-from ..checkpoint import CheckpointFile
+from ..checkpoint import CheckpointFile, FileVerdict
 from . import keymap
 from .config import ModelParams, get_preset
 from .model import ALL_PARTS, LatentVideoDiffusion, build_meta
@@ -93,17 +93,8 @@ def expected_shapes(params: ModelParams) -> dict[str, tuple[int, ...]]:
 _listing = ckpt.listing
 
 
-@dataclass
-class Verdict:
-    """Result of checking one file against a preset (`check_file`)."""
-
-    ok: bool
-    kind: str  # "full" | "camera-only" | "base" | "mismatch"
-    identified: str
-    message: str
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    wrong_shape: list[str] = field(default_factory=list)
+# Result of checking one file against a preset (`check_file`): core.models.checkpoint.FileVerdict
+Verdict = FileVerdict
 
 
 def check_file(params: ModelParams, shapes: Mapping[str, tuple[int, ...]], fmt: str = "lvdm",

@@ -8,7 +8,6 @@ refuses anything else with one line naming the missing / unexpected keys or the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -16,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ...errors import CheckpointError
+from ..checkpoint import FileVerdict
 from . import keymap
 from .config import RIFEConfig, get_preset
 from .model import IFNet
@@ -125,17 +125,8 @@ def rule_state_dict(cfg: RIFEConfig) -> dict[str, Tensor]:
 INSPECTABLE = tuple(f"rife-{v}" for v in ("4.25", "4.26", "4.26.heavy"))
 
 
-@dataclass
-class Verdict:
-    """Result of checking a file against one RIFE version's layout (`verify_file`)."""
-
-    ok: bool
-    kind: str  # "full" | "mismatch" | "unreadable"
-    identified: str
-    message: str
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    wrong_shape: list[str] = field(default_factory=list)
+# Result of checking a file against one RIFE version's layout (`verify_file`): core.models.checkpoint.FileVerdict
+Verdict = FileVerdict
 
 
 def _config_of(name: str) -> RIFEConfig:

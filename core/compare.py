@@ -53,7 +53,7 @@ def difference_video(video_a: str | Path, video_b: str | Path, out: str | Path,
     """Write the heat map of two video files as an MP4 at `out` (fps of video_a); returns it."""
     from .video import read_video, write_mp4
 
-    ca, cb = read_video(video_a), read_video(video_b)
+    ca, cb = read_video(video_a, max_pixels=None), read_video(video_b, max_pixels=None)  # run outputs
     d = difference(ca.frames, cb.frames, heat_max)
     write_mp4(Clip(d.heat, ca.fps), out)
     return d

@@ -23,6 +23,9 @@ MAX_STAGES_PER_CHAIN = 4
 # float): 64 M covers an x4-upscaled 16-frame 512x320 export (2048x1280x16 = 42 M) and is about
 # 190 MB as RGB.
 MAX_VIDEO_PIXELS = 64_000_000
+# Videos measured from the command line (`python -m core measure`, the user's own files on their
+# own machine): 1 G pixels x frames, e.g. 16 s of 1080p at 30 fps, about 3 GB as RGB.
+MAX_MEASURE_PIXELS = 1_000_000_000
 # Keyframe rows and waypoint clicks: a path has at most 1024 frames, and a hand-written table
 # of more than a few dozen rows is not a camera move anyone draws.
 MAX_KEYFRAMES = 256

@@ -46,7 +46,9 @@ def measure_files(paths: Sequence[str | os.PathLike], *, reference: str | os.Pat
 
     if not paths:
         raise InputError("Name at least one video to measure.")
-    clips = [(Path(p), read_video(p)) for p in paths]
+    from .limits import MAX_MEASURE_PIXELS
+
+    clips = [(Path(p), read_video(p, max_pixels=MAX_MEASURE_PIXELS)) for p in paths]
     if common_size is None:
         common_size = min(((c.frames.shape[2], c.frames.shape[1]) for _, c in clips), key=lambda s: s[0] * s[1])
     ref = load_image(reference) if reference is not None else None

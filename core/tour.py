@@ -762,7 +762,7 @@ def _retime(clip: Clip, fps: float) -> tuple[Clip, str]:
 def _read_shot(path: Path, n: int) -> np.ndarray:
     from .video import read_video
 
-    clip = read_video(path)
+    clip = read_video(path, max_pixels=None)  # our own shot file, bounded when it was made
     if clip.num_frames != n:
         raise StudioError(f"{path.name} holds {clip.num_frames} frames, {n} expected; render the tour again.")
     return clip.frames

@@ -46,7 +46,7 @@ def two_chains(live_server, page):  # noqa: F811
     page.wait_for_selector("#generate-btn", timeout=120_000)
     page.set_input_files("#photo input[type=file]", str(REPO / "assets" / "examples" / "living_room.jpg"))
     page.wait_for_selector("#framing img", timeout=60_000)
-    choose(page, "preset", "Pan left")
+    choose(page, "preset", "Push in")  # stays inside the photo: the preview needs no zoom or fill
     page.get_by_label("denoise — denoise only", exact=True).uncheck()
     page.click("#generate-btn")
     page.wait_for_function("document.querySelector('#status').innerText.includes('complete')", timeout=300_000)

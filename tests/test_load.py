@@ -91,8 +91,8 @@ def test_sessions_queue_fairly_on_the_one_gpu_queue(live_server, tmp_path):
     for c in range(CLIENTS):
         pos = [i for i, o in enumerate(order) if o == c]
         assert pos[0] < CLIENTS and all(b - a <= CLIENTS for a, b in zip(pos, pos[1:])), order
-    # and the sessions saw their place in the line while they waited
-    assert max((max(r["ranks"]) for r in results if r["ranks"]), default=-1) >= 1
+    # (the place in the line is the server job queue's now, shown to a page that follows its job:
+    # test_two_tabs_queue_position_and_cancel below)
 
 
 # -- in a real browser: two tabs, queue position, Cancel -----------------------------------------
@@ -130,7 +130,7 @@ def test_two_tabs_queue_position_and_cancel(live_server, tmp_path, monkeypatch):
             b.get_by_label("denoise — denoise only", exact=True).uncheck()
             b.get_by_label("upscale — upscale only", exact=True).uncheck()
             b.click("#generate-btn")
-            b.wait_for_function("/queue: *1 *\\/ *\\d/.test(document.body.innerText)", timeout=30_000)
+            b.wait_for_function("/Queued: *1 job/.test(document.querySelector('#status').innerText)", timeout=30_000)
 
             # Cancel in tab A stops its job at the next step; what it finished is kept
             a.wait_for_function("document.querySelector('#status').innerText.includes('chain(s) ready')",
@@ -152,6 +152,7 @@ def test_two_tabs_queue_position_and_cancel(live_server, tmp_path, monkeypatch):
     assert statuses == {"cancelled", "complete"}
     cancelled = next(r for r in new if json.loads((outputs / r / "run.json").read_text())["status"] == "cancelled")
     data = json.loads((outputs / cancelled / "run.json").read_text())
-    on_disk = {p.name for p in (outputs / cancelled).iterdir()} - {"run.json"}
+    # downloads/: the dashboard's named links to the chain files (chain__model.mp4), not new data
+    on_disk = {p.name for p in (outputs / cancelled).iterdir()} - {"run.json", "downloads"}
     assert on_disk == set(data["files"]) and "chain-00.mp4" in on_disk
     assert not [n for n in on_disk if n.startswith(".") or ".part" in n]

@@ -386,7 +386,7 @@ def test_study_tab_handler_runs_a_study(photos, tmp_path, monkeypatch):
     outs = list(fns["study"].fn(job, [str(upload)], False, ["static", "push-in"], ["none"],
                                 "kenburns", "nlmeans", "lanczos", 3, "tssim_mean"))
     last = outs[-1]
-    assert "✅" in last[comps["status"]] and "2 of 2" in last[comps["status"]]
+    assert "badge-ok" in last[comps["status"]] and "2 of 2" in last[comps["status"]]
     assert "| | none |" in last[comps["table"]]
     assert [(r["path"], r["width"]) for r in last[comps["rows"]]] == [("static", 512), ("push-in", 512)]
     files = [Path(f) for f in last[comps["downloads"]]]
@@ -398,7 +398,7 @@ def test_study_tab_handler_runs_a_study(photos, tmp_path, monkeypatch):
     assert fns["cancel"].fn(job).startswith("Cancelling")
     outs = list(fns["study"].fn(job, [str(upload)], False, ["static"], ["none"],
                                 "kenburns", "nlmeans", "lanczos", 3, "tssim_mean"))
-    assert outs[-1][comps["status"]].startswith("❌ Cancelled")
+    assert "badge-error" in outs[-1][comps["status"]] and "Cancelled" in outs[-1][comps["status"]]
     assert fns["cancel"].fn(job) == "Nothing is running."
     assert fns["figure"].fn(last[comps["rows"]], "tpsnr_mean").data[0].y[0] == last[comps["rows"]][0]["tpsnr_mean"]
 

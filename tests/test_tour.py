@@ -218,7 +218,7 @@ def test_cancelled_tour_resumes_skipping_finished_shots(tmp_path, monkeypatch):
     assert [(e.index, e.skipped) for e in shots] == [(0, True), (1, True), (2, False)]
     assert rendered == [2]
     assert studio.open_run(run_id).status == "complete"
-    clip = read_video(events[-1].video)
+    clip = read_video(events[-1].video, max_pixels=None)
     assert (clip.num_frames, clip.width, clip.height) == (72, 96, 54) and clip.fps == pytest.approx(24)
 
     # a changed shot is rendered again; the others are kept
@@ -242,10 +242,10 @@ def test_cli_three_room_twelve_second_tour(tmp_path):
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "12.00 s at 30 fps" in r.stdout
-    clip = read_video(out / "tour.mp4")
+    clip = read_video(out / "tour.mp4", max_pixels=None)
     assert (clip.num_frames, clip.width, clip.height) == (360, 320, 180)
     assert clip.fps == pytest.approx(30.0) and clip.duration == pytest.approx(12.0)
-    vert = read_video(out / "tour-vertical.mp4")
+    vert = read_video(out / "tour-vertical.mp4", max_pixels=None)
     assert (vert.num_frames, vert.width, vert.height) == (360, 100, 180)
     boxes = _mp4_top_boxes(out / "tour.mp4")
     assert boxes.index("moov") < boxes.index("mdat")  # +faststart: plays while downloading
@@ -305,7 +305,7 @@ def test_ai_tour_runs_shot_by_shot_with_a_chain(tmp_path, monkeypatch, torch_one
     assert shots["1"]["info"]["generator"]["prompt"].startswith("a bedroom") and shots["1"]["seed"] == 1
     if info["native_frames"] != 12:  # a generator without segment chaining says what it did
         assert "stretches" in info["warnings"][0]
-    clip = read_video(events[-1].video)
+    clip = read_video(events[-1].video, max_pixels=None)
     assert (clip.num_frames, clip.width, clip.height) == (48, 96, 54) and clip.fps == pytest.approx(24)
 
 

@@ -21,7 +21,7 @@ from core.errors import StudioError
 
 # The endpoints a client may call (listed on the "Use via API" page); every other event is an
 # internal handler of the page and is hidden from it.
-PUBLIC_API = ("caption", "generate", "walkthrough", "study", "export")
+PUBLIC_API = ("caption", "generate", "walkthrough", "study", "export", "tour_preview", "tour_generate", "tour_resume")
 
 _PATHLIKE = re.compile(r"(?:[A-Za-z]:)?(?:/[^\s/'\"]+){2,}/?")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,22 +20,32 @@ pytestmark = [
 ]
 
 
-@pytest.fixture()
-def page(tmp_path):
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@contextmanager
+def chromium(tmp_path: Path):
+    """Debian's chromium, headless, driven by Playwright (its profile and caches under tmp_path)."""
     sync_api = pytest.importorskip("playwright.sync_api")
     os.environ.setdefault("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     os.environ.setdefault("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--disable-quic"])
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture()
+def page(tmp_path):
+    with chromium(tmp_path) as browser:
         pg = browser.new_page(viewport={"width": 1400, "height": 1000})
         errors = []
         pg.on("pageerror", lambda e: errors.append(str(e)))
         pg.errors = errors
         yield pg
-        browser.close()
 
 
 def choose(page, elem_id: str, text: str) -> None:

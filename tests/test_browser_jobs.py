@@ -6,30 +6,18 @@ from gradio_client cancels the /walkthrough call's own server job."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import time
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+from tests.test_browser import CHROMIUM, REPO, chromium
 
 
 @pytest.fixture()
 def browser(tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    os.environ.setdefault("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
-    os.environ.setdefault("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--disable-quic"])
+    with chromium(tmp_path) as b:
         yield b
-        b.close()
 
 
 def new_page(browser):

@@ -89,7 +89,7 @@ def players_html(players: list[Player], note: str = "") -> str:
             f'<figcaption><span class="swatch" style="background:{color}"></span>'
             f'<b>{html.escape(p.chain)}</b> <span class="dim">{p.width}x{p.height}'
             f'{" · " + html.escape(p.caption) if p.caption else ""}</span>'
-            '<button class="fs" data-action="fullscreen" title="Show this player full screen">⛶</button>'
+            '<button class="fs" data-action="fullscreen" title="Show this player full screen">Full screen</button>'
             '</figcaption></figure>'
         )
     options = "".join(f'<option value="{html.escape(file_url(p.path))}">{html.escape(p.chain)}</option>'

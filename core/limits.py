@@ -108,17 +108,21 @@ def stage_output_size(stage: Any, width: int, height: int, params: Mapping[str, 
 
 def check_chain_outputs(width: int, height: int, num_frames: int,
                         chains: Sequence[tuple[str, Sequence[Any], Sequence[Mapping[str, Any]]]],
-                        max_bytes: int = MAX_CLIP_BYTES) -> list[ChainEstimate]:
-    """Estimate every chain's output from the input size and refuse the first one over
-    `max_bytes` (InputError naming the chain), before any stage runs.
+                        max_bytes: int = MAX_CLIP_BYTES, fps: float = 10.0) -> list[ChainEstimate]:
+    """Estimate every chain's output from the input size (and frame count at `fps`: frame
+    interpolation multiplies it) and refuse the first one over `max_bytes` (InputError naming
+    the chain), before any stage runs.
 
     chains: (name, stage instances in order, their resolved params in order).
     """
     out = []
     for name, stages, params in chains:
-        w, h = width, height
+        w, h, n, rate = width, height, num_frames, fps
         for stage, p in zip(stages, params):
             w, h = stage_output_size(stage, w, h, p)
-            check_clip_size(w, h, num_frames, f"Chain {name!r}", max_bytes)
-        out.append(ChainEstimate(name, w, h, num_frames))
+            retimed = getattr(stage, "output_frames", None)
+            if callable(retimed):
+                n, rate = retimed(n, rate, p)
+            check_clip_size(w, h, n, f"Chain {name!r}", max_bytes)
+        out.append(ChainEstimate(name, w, h, n))
     return out

@@ -1073,7 +1073,7 @@ def _check_job_size(model: str, generator: Generator, params: Mapping[str, Any],
         names = chainlib.parse_chain(text, roles, extra=tuple(stages)) if text != "none" else ()
         picked = [stages[s] for s in names]
         chains.append((text, picked, [resolve_params(st.param_specs(), stage_params.get(st.name)) for st in picked]))
-    limits.check_chain_outputs(w, h, n, chains)
+    limits.check_chain_outputs(w, h, n, chains, fps=float(params.get("fps") or generator.fps))
 
 
 def _check_seed(seed: Any) -> int:

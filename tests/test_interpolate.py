@@ -200,3 +200,21 @@ def test_chains_with_interpolation_through_the_service(tmp_path):
     with pytest.raises(InputError, match="cannot interpolate"):
         list(studio.run_job(JobRequest(img, CameraSpec(preset="push-in"), chains=("interpolate",),
                                        roles={"interpolate": "lanczos"})))
+
+
+def test_chain_memory_estimate_counts_interpolated_frames():
+    """The pre-run memory check sees that interpolation multiplies the frames: a chain whose
+    upscaled output fits at the generator's rate is refused once x4 interpolation follows it."""
+    from core import limits
+    from core.errors import InputError
+    from core.postprocess.classical import LanczosUpscale
+    from core.postprocess.interpolate import InterpolateStage
+
+    up, interp = LanczosUpscale(), InterpolateStage()
+    (est,) = limits.check_chain_outputs(512, 320, 16, [("upscale+interpolate", [up, interp],
+                                                         [{"scale": 4}, {"factor": 3, "fps": 0.0}])], fps=10.0)
+    assert (est.width, est.height, est.num_frames) == (2048, 1280, 46)
+    with pytest.raises(InputError, match="upscale\\+interpolate"):
+        limits.check_chain_outputs(512, 320, 100, [("upscale+interpolate", [up, interp],
+                                                     [{"scale": 4}, {"factor": 4, "fps": 0.0}])], fps=10.0)
+    limits.check_chain_outputs(512, 320, 100, [("upscale", [up], [{"scale": 4}])], fps=10.0)  # fits alone

@@ -30,6 +30,11 @@ class Stage(ABC):
         estimates before the stage runs); same size unless the stage rescales."""
         return width, height
 
+    def output_frames(self, num_frames: int, fps: float, params: Mapping[str, Any]) -> tuple[int, float]:
+        """(frame count, fps) of the clip `process` returns for `num_frames` frames at `fps` (for
+        memory and time estimates before the stage runs); unchanged unless the stage retimes."""
+        return num_frames, fps
+
     @abstractmethod
     def process(self, clip: Clip, params: Mapping[str, Any], progress: Progress) -> Clip:
         """Return the processed clip. `params` are resolved against `param_specs()`."""

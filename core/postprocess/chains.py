@@ -294,7 +294,8 @@ def run_chains(
     first_name = {t: n for n, t in reversed(named)}
     # Refuse a chain whose output would not fit in memory before any stage runs.
     check_chain_outputs(clip.width, clip.height, clip.num_frames,
-                        [(first_name[c], [provider.get(n) for n in c], [params[n] for n in c]) for c in parsed])
+                        [(first_name[c], [provider.get(n) for n in c], [params[n] for n in c]) for c in parsed],
+                        fps=clip.fps)
 
     cache: dict[tuple[str, ...], tuple[Clip, StageRecord]] = {}
     results: dict[str, ChainResult] = {}

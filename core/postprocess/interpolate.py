@@ -251,6 +251,9 @@ class InterpolateStage(Stage):
     def pair_function(self) -> PairFn:
         return flow_pair_fn(self.method)
 
+    def output_frames(self, num_frames: int, fps: float, params: Mapping[str, Any]) -> tuple[int, float]:
+        return retimed_frames(num_frames, fps, params)
+
     def process(self, clip: Clip, params: Mapping[str, Any], progress: Progress) -> Clip:
         fps = target_fps(clip.fps, params)
         return retime(clip, fps, pair=self.pair_function(), progress=progress)
@@ -273,8 +276,15 @@ def target_fps(src_fps: float, params: Mapping[str, Any]) -> float:
     return fps if fps > 0 else src_fps * int(params.get("factor", 2))
 
 
+def retimed_frames(num_frames: int, src_fps: float, params: Mapping[str, Any]) -> tuple[int, float]:
+    """(frame count, fps) an interpolation stage with these parameters makes of `num_frames`
+    frames at `src_fps` (every interpolation stage's `output_frames`)."""
+    fps = target_fps(src_fps, params)
+    return output_count(num_frames, src_fps, fps), fps
+
+
 __all__ = [
     "FACTORS", "InterpolateStage", "generator_rate_block", "PairFn", "RetimePlan", "apply_plan", "blend_pair", "flow_pair_fn",
     "interpolate", "intermediate_flows", "interpolation_param_specs", "output_count", "pair_function",
-    "plan_retime", "retime", "subsample_to_rate", "target_fps",
+    "plan_retime", "retime", "retimed_frames", "subsample_to_rate", "target_fps",
 ]

@@ -23,7 +23,7 @@ from ..params import ParamSpec, resolve_params
 from ..progress import Progress, as_progress
 from ..registry import ModelEntry, Registry
 from .base import Stage
-from .interpolate import PairFn, interpolation_param_specs, retime, target_fps
+from .interpolate import PairFn, interpolation_param_specs, retime, retimed_frames, target_fps
 
 WEIGHT_ROLE = "flownet"  # the entry's file role holding flownet.pkl
 DEFAULT_VERSION = "4.25"
@@ -90,6 +90,9 @@ class RIFEStage(Stage):
     @classmethod
     def from_entry(cls, entry: ModelEntry, load_model: Callable[[], Any]) -> "RIFEStage":
         return cls(load_model=load_model, entry=entry.name, options=entry.options)
+
+    def output_frames(self, num_frames: int, fps: float, params: Mapping[str, Any]) -> tuple[int, float]:
+        return retimed_frames(num_frames, fps, params)
 
     def param_specs(self) -> Sequence[ParamSpec]:
         return interpolation_param_specs() + (

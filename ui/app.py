@@ -652,7 +652,8 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                     w, h = m.get("size", [0, 0])
                     state["chains"][ev.chain] = {"video": str(ev.video), "metrics": m, "width": w,
                                                  "height": h, "fps": m.get("fps") or 10.0}
-                    state.setdefault("seams", ui_longshot.run_seams(studio, ev.run_id))
+                    if "seams" not in state:  # read once per run, not at every chain
+                        state["seams"] = ui_longshot.run_seams(studio, ev.run_id)
                     files.append(str(ev.video))
                     psnr_fig, ssim_fig, md = render_results(state, var)
                     yield {players: render_players(state), psnr_plot: psnr_fig, ssim_plot: ssim_fig,

@@ -15,6 +15,8 @@ from typing import Any, Callable, Sequence
 
 from ..clip import Clip
 from ..errors import OutOfMemory
+# torch-free strings: listing generators (their parameter defaults) must not import torch
+from ..models.prompts import CAMI2V_NEGATIVE_PROMPT, CAMI2V_PROMPT_SUFFIX
 from ..params import ParamSpec, resolve_params
 from ..progress import Progress, as_progress
 from ..registry import ModelEntry, Registry
@@ -43,9 +45,6 @@ VARIANTS: dict[str, CamI2VVariant] = {
 
 
 def param_specs_for(variant: CamI2VVariant) -> tuple[ParamSpec, ...]:
-    # Imported here so listing generators does not import torch-heavy modules.
-    from ..models.cami2v.pipeline import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT_SUFFIX
-
     stride_help = ("Source-video frame stride the motion should mimic; the 512 model is told "
                    "fps = 29.97 // stride, the 256 models the stride itself. Larger means faster motion.")
     return (
@@ -62,9 +61,9 @@ def param_specs_for(variant: CamI2VVariant) -> tuple[ParamSpec, ...]:
         ParamSpec("eta", "float", 1.0, "Eta", 0.0, 1.0, 0.05, help="DDIM noise: 1 = upstream default, 0 = deterministic."),
         ParamSpec("guidance_rescale", "float", 0.7, "Guidance rescale", 0.0, 1.0, 0.05,
                   help="Pulls the guided prediction's spread back towards the conditional one (fights over-saturation)."),
-        ParamSpec("prompt_suffix", "str", DEFAULT_PROMPT_SUFFIX, "Prompt suffix",
+        ParamSpec("prompt_suffix", "str", CAMI2V_PROMPT_SUFFIX, "Prompt suffix",
                   help="Appended to the prompt. The upstream demo appends a fixed suffix; set it here to reproduce it."),
-        ParamSpec("negative_prompt", "str", DEFAULT_NEGATIVE_PROMPT, "Negative prompt",
+        ParamSpec("negative_prompt", "str", CAMI2V_NEGATIVE_PROMPT, "Negative prompt",
                   help="Text of the unconditional CFG branch (a non-empty request negative prompt wins)."),
         ParamSpec("decode_chunk", "int", 4, "Frames per VAE decode", 1, 16, 1,
                   help="Memory vs speed when decoding the latent video."),

@@ -36,21 +36,15 @@ import torch.nn.functional as F
 
 from ...errors import InputError
 from ...progress import Progress, as_progress
+from .. import prompts
 from ...sampling import (Conditioning, GeneratorNoise, GuidedDenoiser, Guidance, NoiseSource, ddim_timesteps,
                          make_schedule, sample_ddim)
 
-# The upstream demo's strings, kept for reproduction (the suffix is appended to every caption).
-UPSTREAM_PROMPT_SUFFIX = (" dramatic camera movement, high quality, cinematic shot, photorealistic, "
-                          "detailed fur, smooth motion")
-UPSTREAM_NEGATIVE_PROMPT = ("Fast movement, jittery motion, abrupt transitions, distorted body, missing limbs, "
-                            "unnatural posture, blurry, cropped, extra limbs, bad anatomy, deformed, glitchy "
-                            "motion, artifacts.")
-# Our defaults, written for interiors.
-DEFAULT_PROMPT_SUFFIX = (", smooth steady camera movement, high quality, photorealistic interior, "
-                         "sharp details, natural light")
-DEFAULT_NEGATIVE_PROMPT = ("Fast movement, jittery motion, abrupt transitions, warped walls, bent straight lines, "
-                           "distorted furniture, flickering, blurry, cropped, deformed, glitchy motion, artifacts, "
-                           "people.")
+# The prompt strings live in a torch-free module (listing generators shows them as defaults).
+UPSTREAM_PROMPT_SUFFIX = prompts.CAMI2V_UPSTREAM_PROMPT_SUFFIX
+UPSTREAM_NEGATIVE_PROMPT = prompts.CAMI2V_UPSTREAM_NEGATIVE_PROMPT
+DEFAULT_PROMPT_SUFFIX = prompts.CAMI2V_PROMPT_SUFFIX  # ours, written for interiors
+DEFAULT_NEGATIVE_PROMPT = prompts.CAMI2V_NEGATIVE_PROMPT
 
 NTSC_FPS = 29.97  # upstream's nominal source frame rate for the 512 model's fps input
 

@@ -33,7 +33,6 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
@@ -43,32 +42,25 @@ import torch
 from .errors import CheckpointError, ConfigError, InputError, Unavailable, WeightsMissing
 from .manager import module_bytes, module_dtype
 from .progress import Progress, ProgressFn, as_progress
-from .registry import FETCH_COMMAND, ModelEntry, Registry
+from .registry import FETCH_COMMAND, Registry
+# which captioner runs here, and the default instructions: torch-free (the dashboard shows both at start-up)
+from .captioner_select import (DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT, MIN_PIXELS, QUANTIZATIONS, VARIANT,
+                               CaptionerOptions, select_captioner)
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
-VARIANT = "qwen2-vl"
 MODEL_ROLE = "model"
 
-DEFAULT_PROMPT = (
-    "Describe this interior photo in one sentence of at most 30 words: the room type, the key "
-    "furniture, the main materials and colours, and the light."
-)
 DEFAULT_MAX_WORDS = 30
-# The CamI2V demo's captioner budget; one sentence of 30 words needs far fewer tokens, and
-# generation stops at the end-of-turn token anyway.
-DEFAULT_MAX_NEW_TOKENS = 128
 MAX_PROMPT_CHARS = 2000
 
 # Image budget (pixels after Qwen's resize, in multiples of 28x28 patches). On CPU the number of
 # vision tokens dominates the run time; on a GPU more detail is cheap.
 CPU_MAX_PIXELS = 448 * 448
 GPU_MAX_PIXELS = 1024 * 28 * 28
-MIN_PIXELS = 56 * 56
 
 VISION_TOWER_MODULES = ("model.visual", "visual")
-QUANTIZATIONS = (None, "awq", "nf4")
 
 # model_type in config.json -> (model class, processor class) in transformers.
 _ARCHITECTURES = {
@@ -369,64 +361,6 @@ class CaptionCache:
         except OSError:
             # A read-only or full disk only costs the on-disk copy; captions still work.
             pass
-
-
-# -- options from the registry ------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class CaptionerOptions:
-    """Implementation options of a captioner entry (models.json `options`)."""
-
-    quantization: str | None = None  # None | "awq" | "nf4"
-    max_pixels: int | None = None  # None: CPU_MAX_PIXELS on CPU, GPU_MAX_PIXELS on CUDA
-    min_pixels: int = MIN_PIXELS
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
-
-    @classmethod
-    def from_entry(cls, entry: ModelEntry) -> "CaptionerOptions":
-        opts = dict(entry.options)
-        unknown = set(opts) - {"quantization", "max_pixels", "min_pixels", "max_new_tokens"}
-        if unknown:
-            raise ConfigError(f"models.json: entry {entry.name!r}, field 'options.{sorted(unknown)[0]}': is not a captioner option.")
-        q = opts.get("quantization")
-        if q not in QUANTIZATIONS:
-            raise ConfigError(f"models.json: entry {entry.name!r}, field 'options.quantization': must be \"awq\", \"nf4\" or null, got {q!r}.")
-        for fld in ("max_pixels", "min_pixels", "max_new_tokens"):
-            v = opts.get(fld)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
-                raise ConfigError(f"models.json: entry {entry.name!r}, field 'options.{fld}': must be a positive integer.")
-        return cls(
-            quantization=q,
-            max_pixels=opts.get("max_pixels"),
-            min_pixels=opts.get("min_pixels") or MIN_PIXELS,
-            max_new_tokens=opts.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS,
-        )
-
-
-def select_captioner(registry: Registry, device: torch.device | str | None = None) -> ModelEntry:
-    """The first Qwen2-VL captioner entry (in models.json order, which is the preference order)
-    that can run on `device`. Raises WeightsMissing for the first one that only lacks weights,
-    else Unavailable with every entry's reason."""
-    device = torch.device(device) if device is not None else default_device()
-    has_gpu = device.type == "cuda"
-    candidates = [e for e in registry.of_kind("captioner") if e.variant == VARIANT]
-    if not candidates:
-        raise Unavailable(f"{registry.source} lists no Qwen2-VL captioner (kind \"captioner\", variant \"{VARIANT}\").")
-    reasons = []
-    only_missing = None
-    for e in candidates:
-        if CaptionerOptions.from_entry(e).quantization and not has_gpu:
-            reasons.append(f"{e.name}: quantized, needs a CUDA GPU")
-            continue
-        av = registry.availability(e, has_gpu=has_gpu)
-        if av.available:
-            return e
-        reasons.append(f"{e.name}: {av.reason}")
-        if only_missing is None and av.reason.startswith("weights missing"):
-            only_missing = e
-    if only_missing is not None:
-        registry.require_files(only_missing)
-    raise Unavailable("No captioner can run here: " + "; ".join(reasons) + ".")
 
 
 # -- the captioner --------------------------------------------------------------------------------

@@ -229,12 +229,9 @@ class Registry:
 # -- parsing helpers -------------------------------------------------------------------------
 
 def _cuda_available() -> bool:
-    try:
-        import torch
+    from .devices import cuda_available  # torch-free: listing models must not import torch
 
-        return bool(torch.cuda.is_available())
-    except Exception:  # pragma: no cover - torch missing or broken
-        return False
+    return cuda_available()
 
 
 def _err(source: str, name: str, fld: str, msg: str) -> ConfigError:

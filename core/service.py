@@ -28,6 +28,7 @@ import numpy as np
 from . import camera as cam
 from . import limits
 from .clip import Clip
+from .devices import cuda_available
 from .errors import ConfigError, InputError, StudioError, Unavailable
 from . import longshot
 from .generators.base import GenerateRequest, Generator, SegmentOptions
@@ -448,7 +449,7 @@ class Studio:
     # -- captioning -----------------------------------------------------------------------
     def captioner_status(self) -> Availability:
         """Whether the Caption button can work here, and if not, why."""
-        from .captioner import select_captioner
+        from .captioner_select import select_captioner  # torch-free: asked while the page is built
 
         try:
             entry = select_captioner(self.registry, self.device)
@@ -461,7 +462,7 @@ class Studio:
     def caption(self, image: np.ndarray, prompt: str | None = None, model: str | None = None,
                 progress: Progress | ProgressFn | None = None) -> str:
         """A one-line caption of the photo by the best available Qwen2-VL (cached by image hash)."""
-        from .captioner import select_captioner
+        from .captioner_select import select_captioner
 
         prog = as_progress(progress)
         name = model or select_captioner(self.registry, self.device).name
@@ -985,18 +986,12 @@ def _leading_part(path: cam.CameraPath, amount: float, num_frames: int) -> cam.C
 
 
 def _pick_device(device: str) -> str:
+    # torch-free (core.devices): the dashboard picks its device at start-up, torch loads with a model
     if device in ("", "auto"):
-        try:
-            import torch
-
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        except Exception:  # pragma: no cover
-            return "cpu"
+        return "cuda" if cuda_available() else "cpu"
     if device == "cpu" or device.startswith("cuda"):
         if device.startswith("cuda"):
-            import torch
-
-            if not torch.cuda.is_available():
+            if not cuda_available():
                 raise Unavailable(f"--device {device}: no CUDA GPU is available on this machine; use --device cpu.")
         return device
     raise InputError(f"Unknown device {device!r}; use auto, cpu, cuda or cuda:N.")

@@ -218,7 +218,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                         gr.Markdown(f"Captioner: {cap.reason}" if cap.available else
                                     f"Caption is unavailable: {cap.reason}", elem_classes="dim")
                         with gr.Accordion("Caption instructions", open=False):
-                            from core.captioner import DEFAULT_PROMPT
+                            from core.captioner_select import DEFAULT_PROMPT
 
                             caption_prompt = gr.Textbox(value=DEFAULT_PROMPT, label="What to ask the captioner",
                                                         lines=3)

@@ -975,6 +975,88 @@ class Studio:
 
         return Run.open(self.runs_root(user), run_id)
 
+    # -- dashboard actions: one method per button (weights, studies, exports) ---------------
+    # The dashboard calls these and nothing below them; each takes and returns plain values.
+    def download_weights(self, name: str, progress: Progress | ProgressFn | None = None) -> list[Any]:
+        """Fetch and verify every file of entry `name` (core.weights.fetch); one report per file.
+        Availability is read from the files at every `model_infos` call, so the model is offered
+        as soon as this returns, without a restart."""
+        from .weights import fetch
+
+        self.registry.get(name)  # an unknown name is one clear line before anything is fetched
+        return fetch(self.registry, name, progress=progress)
+
+    def camera_problem(self, model: str, path: cam.CameraPath) -> str | None:
+        """What generator `model` would refuse about `path` before it runs (the Ken Burns
+        preview's turn limit); None when nothing is known to be wrong."""
+        entry = self.registry.get(model)
+        if entry.kind != "generator" or entry.variant != "kenburns":
+            return None
+        from .generators.kenburns import camera_problem
+
+        g = self.generator(model)
+        return camera_problem(path, g.width, g.height)
+
+    def run_study(self, images: Sequence[str | os.PathLike], paths: Sequence[str], chains: Sequence[str],
+                  model: str, seed: int = 0, roles: Mapping[str, str] | None = None, *, user: str | None = None,
+                  job_id: str | None = None, progress: ProgressFn | None = None):
+        """Start a study (every photo x camera move, all chains) in a fresh folder of `user`'s
+        runs; returns (core.study.StudySpec, folder, iterator of core.study.StudyEvent). Input
+        errors raise here, before a folder exists. The study stops at its next step after
+        `cancel(job_id)` (an id from `new_job_id`); its cancel flag is released when the
+        iterator ends (or here, on an input error)."""
+        from . import study as studylib
+
+        job = job_id or ""
+        try:
+            if not images:
+                raise InputError("Upload photos or include the example rooms.")
+            spec = studylib.StudySpec(
+                images=tuple(studylib.find_images(list(images))), paths=studylib.parse_paths(list(paths or [])),
+                chains=studylib.parse_chains(list(chains or [])), model=model, seed=int(seed or 0),
+                roles=dict(roles or {}))
+            out = studylib.new_study_dir(self.runs_root(user))
+        except BaseException:
+            self.jobs.release(job)
+            raise
+
+        def events() -> Iterator[Any]:
+            try:
+                yield from studylib.iter_study(self, spec, out, Progress(progress, self.jobs.cancel_event(job)))
+            finally:
+                self.jobs.release(job)
+
+        return spec, out, events()
+
+    def zip_study(self, out: str | os.PathLike) -> Path:
+        """study.zip of a finished study folder: reports, records and every video."""
+        from .study import zip_study
+
+        return zip_study(out)
+
+    def export_chains(self, run_id: str, user: str | None = None) -> list[str]:
+        """The chains of one of `user`'s runs that have a video, in run order."""
+        from .exports import chain_names
+
+        return chain_names(self.open_run(run_id, user))
+
+    def export_run(self, run_id: str, chain: str | None, formats: Sequence[str], watermark_text: str = "",
+                   invisible: bool = False, *, user: str | None = None,
+                   progress: Progress | ProgressFn | None = None) -> Path:
+        """One zip of `user`'s run in the chosen formats (chain None or "all": every chain), with
+        the visible and/or this installation's invisible watermark."""
+        from .exports import Watermark, zip_run
+
+        wm = Watermark(text=watermark_text or "", invisible=bool(invisible))
+        return zip_run(self.open_run(run_id, user), None if chain in (None, "all") else chain, list(formats or []),
+                       wm, progress=progress)
+
+    def check_watermark(self, path: str | os.PathLike):
+        """Whether a video carries this installation's invisible watermark (core.exports.Detection)."""
+        from .exports import detect_file, installation_key
+
+        return detect_file(path, installation_key(self.settings.outputs))
+
 
 # --------------------------------------------------------------------------------- helpers
 

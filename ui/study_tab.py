@@ -1,5 +1,6 @@
-"""The Study tab and the export panel. Layout and wiring only: the work is in `core.study` and
-`core.exports`.
+"""The Study tab and the export panel. Layout and wiring only: every action is one `Studio` call
+(`run_study`, `cancel`, `export_run`, `check_watermark`); cancel goes through the Studio's job
+registry like every other job.
 
 Both functions create their components in the current `gr.Blocks` context; the dashboard calls
 `build_study_tab(studio)` inside ``with gr.Tab("Study"):`` and `build_export_panel(studio,
@@ -10,7 +11,6 @@ state)` under the results. A study shares the device queue with generation
 from __future__ import annotations
 
 import sys
-import threading
 import traceback
 from pathlib import Path
 from typing import Any
@@ -18,12 +18,11 @@ from typing import Any
 import gradio as gr
 
 from core import camera as cam
-from core import exports as exportlib
+from core import exports as exportlib  # layout constants only (formats, labels, limits)
 from core import stats as statslib
-from core import study as studylib
+from core import study as studylib  # layout constants, report file names and the box plots
 from core.errors import StudioError
 from core.postprocess.chains import STANDARD_CHAINS
-from core.progress import Progress
 from core.service import Studio
 
 from .feedback import stage_picker, status_error, status_ok
@@ -60,8 +59,6 @@ def build_study_tab(studio: Studio) -> dict[str, Any]:
     denoisers = studio.model_infos("denoiser")
     upscalers = studio.model_infos("upscaler")
     examples = sorted(str(p) for p in (ASSETS / "examples").glob("*.jpg"))
-    cancels: dict[str, threading.Event] = {}
-    lock = threading.Lock()
 
     gr.Markdown("Run every photo with every camera move and compare the post-processing chains over all "
                 "videos, as in the UvA study (mean ± std per chain). Each photo x move is one job with all "
@@ -108,18 +105,12 @@ def build_study_tab(studio: Studio) -> dict[str, Any]:
     rows_state = gr.State([])
 
     def new_job() -> str:
-        job = studio.new_job_id()
-        with lock:
-            cancels[job] = threading.Event()
-        return job
+        return studio.new_job_id()
 
-    def cancel(job: str) -> str:
-        with lock:
-            ev = cancels.get(job)
-        if ev is None:
-            return "Nothing is running."
-        ev.set()
-        return "Cancelling after the current step…"
+    def cancel(job: str, request: gr.Request = None) -> str:
+        if job and studio.cancel(job, user=_user(request)):
+            return "Cancelling after the current step…"
+        return "Nothing is running."
 
     def figure(rows: list[dict[str, Any]], col: str):
         figs = studylib.box_figures(rows) if rows else {}
@@ -133,27 +124,20 @@ def build_study_tab(studio: Studio) -> dict[str, Any]:
 
     def run(job, files, with_examples, picked_paths, picked_chains, model_name, den, up, seed_value, col,
             request: gr.Request = None, progress=gr.Progress()):
-        with lock:
-            cancel_event = cancels.setdefault(job or "", threading.Event())
         try:
             images = [str(uploaded_file(f, "Photo")) for f in (files or [])]
             if with_examples:
                 images += examples
-            if not images:
-                raise StudioError("Upload photos or include the example rooms.")
-            spec = studylib.StudySpec(
-                images=tuple(studylib.find_images(images)), paths=studylib.parse_paths(picked_paths or []),
-                chains=studylib.parse_chains(picked_chains or []), model=model_name, seed=int(seed_value or 0),
-                roles={"denoise": den, "upscale": up})
-            out = studylib.new_study_dir(studio.runs_root(_user(request)))  # per user with --auth
+            spec, out, events = studio.run_study(  # in the user's own runs with --auth
+                images, picked_paths, picked_chains, model_name, seed_value, {"denoise": den, "upscale": up},
+                user=_user(request), job_id=job, progress=lambda f, m: progress(f, desc=m))
         except BaseException as exc:
             raise _error(exc)
         total = len(spec.cells())
-        prog = Progress(lambda f, m: progress(f, desc=m), cancel_event)
         failed = 0
         yield {status: f"Study `{out.name}`: {total} video(s) queued…", table: "", downloads: None}
         try:
-            for ev in studylib.iter_study(studio, spec, out, prog):
+            for ev in events:
                 if ev.kind == "cell":
                     failed += ev.status != "complete"
                     note = "" if ev.status == "complete" else f" — failed: {ev.error}"
@@ -163,7 +147,7 @@ def build_study_tab(studio: Studio) -> dict[str, Any]:
                     result = ev.result
                     files = [str(p) for p in (result.csv_path, result.table_path, result.stats_path,
                                               result.plots_path) if p]
-                    files.append(str(studylib.zip_study(out)))
+                    files.append(str(studio.zip_study(out)))
                     msg = status_ok(f"Study `{out.name}`: {result.complete} of {result.total} video(s).")
                     if failed:
                         msg += f" {failed} failed (listed in the table)."
@@ -178,9 +162,6 @@ def build_study_tab(studio: Studio) -> dict[str, Any]:
                                    if (out / n).is_file()] or None}
                 return
             raise _error(exc)
-        finally:
-            with lock:
-                cancels.pop(job or "", None)
 
     run_btn.click(new_job, None, [job_state], queue=False).then(
         run, [job_state, photos, use_examples, paths, chains, model, denoiser, upscaler, seed, metric],
@@ -225,7 +206,7 @@ def build_export_panel(studio: Studio, run_id_state: gr.State) -> dict[str, Any]
         choices = [("All chains", "all")]
         if run_id:
             try:
-                choices += [(c, c) for c in exportlib.chain_names(studio.open_run(run_id, user=_user(request)))]
+                choices += [(c, c) for c in studio.export_chains(run_id, user=_user(request))]
             except StudioError:
                 pass
         return gr.update(choices=choices, value="all")
@@ -236,9 +217,8 @@ def build_export_panel(studio: Studio, run_id_state: gr.State) -> dict[str, Any]
         if not run_id:
             raise gr.Error("Generate or open a run first.")
         try:
-            wm = exportlib.Watermark(text=wm_text or "", invisible=bool(wm_invisible))
-            return str(exportlib.zip_run(studio.open_run(run_id, user=_user(request)), None if picked_chain in (None, "all") else picked_chain,
-                                         picked_formats or [], wm, progress=lambda f, m: progress(f, desc=m)))
+            return str(studio.export_run(run_id, picked_chain, picked_formats or [], wm_text or "", bool(wm_invisible),
+                                         user=_user(request), progress=lambda f, m: progress(f, desc=m)))
         except BaseException as exc:
             raise _error(exc)
 
@@ -246,8 +226,7 @@ def build_export_panel(studio: Studio, run_id_state: gr.State) -> dict[str, Any]
         if not path:
             raise gr.Error("Upload a video to check.")
         try:
-            key = exportlib.installation_key(studio.settings.outputs)
-            d = exportlib.detect_file(uploaded_file(path, "Video"), key)
+            d = studio.check_watermark(uploaded_file(path, "Video"))
         except BaseException as exc:
             raise _error(exc)
         verdict = "Watermark found" if d.detected else "no watermark of this installation found"

@@ -92,7 +92,7 @@ def test_load_photo_keeps_the_last_good_photo_and_warns_once(ui, tmp_path, monke
     bad.write_bytes(b"\x00" * 64)
     warnings = []
     monkeypatch.setattr(gr, "Warning", lambda msg, *a, **k: warnings.append(msg))
-    monkeypatch.setattr("ui.app.uploaded_file", lambda p, what: Path(p))
+    monkeypatch.setattr("ui.create_tab.uploaded_file", lambda p, what: Path(p))
     out = load(str(bad), "kenburns", [(0.5, 0.5)])
     assert all(isinstance(o, dict) and o.get("__type__") == "update" and "value" not in o for o in out)
     assert warnings == ["x.png is not an image (or a format this app cannot read)."]
@@ -228,3 +228,4 @@ def test_export_names_the_generator_and_says_when_a_run_is_partial(studio, past_
     finally:
         (run.dir / "metrics.json.bak").rename(run.dir / "metrics.json")
     assert res.manifest["partial"] is True and "metrics.json is not written yet" in res.manifest["note"]
+

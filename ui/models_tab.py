@@ -1,0 +1,70 @@
+"""The Models tab: every registry entry with its availability, a weights download, and the models
+the manager holds now. Layout and wiring only: each handler is one `Studio` call (model_infos,
+download_weights, model_status / memory_summary).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import gradio as gr
+
+from core.errors import StudioError
+from core.service import Studio
+
+from .create_tab import CreateTab
+from .feedback import status_error, status_ok
+from .runs_models import MODEL_HEADERS, model_rows
+
+
+def build_models_tab(studio: Studio, create: CreateTab) -> dict[str, Any]:
+    """Lay out the Models tab in the current Blocks context and wire its events; returns its
+    components, `refresh_models` (run on page load) with its outputs, and `loaded_models` (the
+    dashboard polls it)."""
+    models_table = gr.Dataframe(headers=MODEL_HEADERS, interactive=False, wrap=True, max_height=1200,
+                                elem_id="models-table")
+    with gr.Row():
+        dl_pick = gr.Dropdown(label="Fetch weights of", choices=[
+            (e.label, e.name) for e in studio.registry if e.files], scale=4)
+        dl_btn = gr.Button("Download", scale=1)
+    dl_log = gr.Markdown()
+    gr.Markdown("### Loaded models")
+    status_table = gr.Dataframe(headers=["name", "state", "device", "dtype", "MiB", "last used"],
+                                interactive=False)
+    mem_md = gr.Markdown()
+    status_refresh = gr.Button("Refresh", size="sm")
+
+    def loaded_models():
+        st = [[r["name"], r["state"], str(r.get("device") or ""), str(r.get("dtype") or ""),
+               round((r.get("bytes") or 0) / 2**20, 1),
+               time.strftime("%H:%M:%S", time.localtime(r["last_used"])) if r.get("last_used") else ""]
+              for r in studio.model_status()]
+        mem = studio.memory_summary()
+        parts = []
+        for k, v in mem.items():
+            if isinstance(v, (dict, list)):
+                continue
+            if k.endswith("_bytes") and isinstance(v, (int, float)):
+                k, v = k[:-6], f"{v / 2**30:.2f} GiB"
+            parts.append(f"**{k.replace('_', ' ')}**: {v}")
+        return st, " · ".join(parts)
+
+    def refresh_models():
+        return (model_rows(studio.model_infos()), *loaded_models())
+
+    def download(name, progress=gr.Progress()):
+        if not name:
+            raise gr.Error("Pick a model to download.")
+        try:
+            reports = studio.download_weights(name, progress=lambda f, m: progress(f, desc=m))
+        except StudioError as exc:
+            return status_error(exc)
+        return status_ok("; ".join(str(getattr(r, "message", r)) for r in reports))
+
+    refreshed = [models_table, status_table, mem_md]
+    status_refresh.click(refresh_models, None, refreshed)
+    dl_btn.click(download, [dl_pick], [dl_log], concurrency_id="download", concurrency_limit=1)
+    return {"table": models_table, "pick": dl_pick, "download": dl_btn, "log": dl_log, "status": status_table,
+            "memory": mem_md, "refresh": status_refresh, "refresh_models": refresh_models, "refreshed": refreshed,
+            "loaded_models": loaded_models}

@@ -229,3 +229,38 @@ def test_export_names_the_generator_and_says_when_a_run_is_partial(studio, past_
         (run.dir / "metrics.json.bak").rename(run.dir / "metrics.json")
     assert res.manifest["partial"] is True and "metrics.json is not written yet" in res.manifest["note"]
 
+
+# ------------------------------------------------------------------------------ weights download
+
+def test_a_download_makes_the_model_available_without_a_restart(tmp_path, monkeypatch):
+    """Models tab → Download: the handler goes through Studio.download_weights, and the models
+    table, the Create tab's generator picker and its note say "available" at once."""
+    from core import weights
+    from ui.app import build_ui
+
+    studio = Studio(StudioSettings(root=tmp_path, outputs=tmp_path / "out", models=REPO / "models.json",
+                                   min_free_bytes=0, device="cpu"))
+    demo, _ = build_ui(studio)
+    fetched = []
+
+    def fake_fetch(registry, name, progress=None, **kw):  # what a finished download leaves behind
+        for f in registry.get(name).files:
+            if not f.optional:
+                target = f.resolve(registry.root)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(b"weights")
+        fetched.append(name)
+        return [f"{name}: verified"]
+
+    monkeypatch.setattr(weights, "fetch", fake_fetch)
+    note_before = handler(demo, "model_changed").fn("cami2v-256", None, [])[0]
+    assert "unavailable here" in note_before
+    out = handler(demo, "download").fn("cami2v-256", progress=lambda *a, **k: None)
+    assert fetched == ["cami2v-256"]
+    status, table, picker = out[0], out[1], out[4]
+    assert "badge-ok" in status and "cami2v-256: verified" in status
+    row = next(r for r in table if r[0] == "cami2v-256")
+    assert row[MODEL_HEADERS.index("available")] == "yes"
+    assert ("CamI2V 256x256", "cami2v-256") in picker["choices"]  # no "(unavailable: ...)" any more
+    note_after = handler(demo, "model_changed").fn("cami2v-256", None, [])[0]
+    assert note_after.startswith("**CamI2V 256x256** · 256x256")

@@ -4,7 +4,7 @@ camera_path, caption, submit_job, follow, cancel, open_run), plus presentation.
 
 `build_create_tab(studio, demo)` lays the tab out in the current Blocks context (the dashboard calls
 it inside ``with gr.Tab("Create")``) and returns a `CreateTab`: its components and the functions
-the Runs and Models tabs share (following a job, showing a run).
+the Runs and Models tabs share (following a job, showing a run, refreshing the model lists).
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ class CreateTab:
     job_outputs: list[Any]
     reattached: Any
     follow_job: Callable[..., Any]
+    refresh_catalogue: Callable[[], list[Any]]
 
 
 def build_create_tab(studio: Studio, demo: gr.Blocks) -> CreateTab:
@@ -58,7 +59,7 @@ def build_create_tab(studio: Studio, demo: gr.Blocks) -> CreateTab:
     upscalers = studio.model_infos("upscaler")
     interpolators = studio.model_infos("interpolator")
     default_model = studio.default_generator()
-    infos = {i.name: i for i in generators}
+    infos = {i.name: i for i in generators}  # refreshed in place after a weights download
     cap = studio.captioner_status()
     examples = sorted(str(p) for p in (ASSETS / "examples").glob("*.jpg"))
 
@@ -566,6 +567,15 @@ def build_create_tab(studio: Studio, demo: gr.Blocks) -> CreateTab:
                                                  if v.get("metrics")}, var if var != "study" else "native"),
                  [results_state, variant], [quality_plot], queue=False)
 
+    def refresh_catalogue() -> list[Any]:
+        """Which models are available now (weights may have arrived since start-up): the model
+        notes follow at once, and the pickers' labels as updates for [model, denoiser, upscaler,
+        interpolator]."""
+        fresh = studio.model_infos()
+        infos.update({i.name: i for i in fresh if i.kind == "generator"})  # one dict for every session
+        return [gr.update(choices=[(i.display, i.name) for i in fresh if i.kind == kind])
+                for kind in ("generator", "denoiser", "upscaler", "interpolator")]
+
     return CreateTab(
         studio=studio, infos=infos, model_size=model_size, click_book=click_book,
         # form
@@ -581,4 +591,5 @@ def build_create_tab(studio: Studio, demo: gr.Blocks) -> CreateTab:
         # shared handlers
         model_changed=model_changed, update_camera=update_camera, follow_job=follow_job,
         render_results=render_results, render_players=render_players, result_downloads=result_downloads,
+        refresh_catalogue=refresh_catalogue,
     )

@@ -1,6 +1,7 @@
 """The Models tab: every registry entry with its availability, a weights download, and the models
 the manager holds now. Layout and wiring only: each handler is one `Studio` call (model_infos,
-download_weights, model_status / memory_summary).
+download_weights, model_status / memory_summary). A download refreshes the Create tab's pickers
+and notes at once (no restart); every page load re-reads availability too.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def build_models_tab(studio: Studio, create: CreateTab) -> dict[str, Any]:
                                 interactive=False)
     mem_md = gr.Markdown()
     status_refresh = gr.Button("Refresh", size="sm")
+    pickers = [create.model, create.denoiser, create.upscaler, create.interpolator]
 
     def loaded_models():
         st = [[r["name"], r["state"], str(r.get("device") or ""), str(r.get("dtype") or ""),
@@ -51,7 +53,8 @@ def build_models_tab(studio: Studio, create: CreateTab) -> dict[str, Any]:
         return st, " · ".join(parts)
 
     def refresh_models():
-        return (model_rows(studio.model_infos()), *loaded_models())
+        """The models table, the loaded models and the Create tab's pickers, as they are now."""
+        return (model_rows(studio.model_infos()), *loaded_models(), *create.refresh_catalogue())
 
     def download(name, progress=gr.Progress()):
         if not name:
@@ -59,12 +62,12 @@ def build_models_tab(studio: Studio, create: CreateTab) -> dict[str, Any]:
         try:
             reports = studio.download_weights(name, progress=lambda f, m: progress(f, desc=m))
         except StudioError as exc:
-            return status_error(exc)
-        return status_ok("; ".join(str(getattr(r, "message", r)) for r in reports))
+            return (status_error(exc), *refresh_models())
+        return (status_ok("; ".join(str(getattr(r, "message", r)) for r in reports)), *refresh_models())
 
-    refreshed = [models_table, status_table, mem_md]
+    refreshed = [models_table, status_table, mem_md, *pickers]
     status_refresh.click(refresh_models, None, refreshed)
-    dl_btn.click(download, [dl_pick], [dl_log], concurrency_id="download", concurrency_limit=1)
+    dl_btn.click(download, [dl_pick], [dl_log, *refreshed], concurrency_id="download", concurrency_limit=1)
     return {"table": models_table, "pick": dl_pick, "download": dl_btn, "log": dl_log, "status": status_table,
             "memory": mem_md, "refresh": status_refresh, "refresh_models": refresh_models, "refreshed": refreshed,
             "loaded_models": loaded_models}

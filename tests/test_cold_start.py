@@ -1,4 +1,5 @@
-"""Cold start: building the dashboard imports no torch (torch loads when a model runs)."""
+"""Cold start: building the dashboard, and what a page load runs, import no torch (torch loads when a
+model runs)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,13 @@ studio = Studio(StudioSettings(root=app.ROOT, models=app.ROOT / "models.json",
 after_studio = sorted(m for m in sys.modules if m.split(".")[0] == "torch")
 demo, _ = build_ui(studio)
 after_ui = sorted(m for m in sys.modules if m.split(".")[0] == "torch")
-print(json.dumps({"studio": after_studio, "ui": after_ui, "device": studio.device,
+# what a page load runs: the runs and models tables, the chosen model's note and camera path
+handlers = {f.name: f for f in demo.fns.values()}
+for name in ("refresh_runs", "refresh_models", "model_changed", "update_camera"):
+    fn = handlers[name]
+    fn.fn(*[getattr(c, "value", None) for c in fn.inputs])
+after_load = sorted(m for m in sys.modules if m.split(".")[0] == "torch")
+print(json.dumps({"studio": after_studio, "ui": after_ui, "load": after_load, "device": studio.device,
                   "generators": [i.name for i in studio.model_infos("generator")]}))
 """
 
@@ -36,6 +43,7 @@ def test_building_the_dashboard_imports_no_torch(tmp_path):
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["studio"] == [], "constructing Studio imported torch"
     assert out["ui"] == [], f"building the UI imported {out['ui'][:3]}"
+    assert out["load"] == [], "a page load imported torch"
     assert out["device"] in ("cpu", "cuda")
     assert "cami2v-512" in out["generators"]  # the CamI2V entries were listed (their prompts read) too
 

@@ -1,11 +1,12 @@
 """Cold start: seconds from `python app.py` to the first HTTP 200, against a one-textbox Gradio app.
 
-    python -m bench.cold_start [--runs 3] [--device auto]      (from the repository root)
+    python -m bench.cold_start [--runs 3] [--device auto] [--baseline OTHER_CHECKOUT]
 
 Each run starts both servers one after the other (paired, order alternating), on free ports, with
 an empty outputs folder, and polls GET / every 50 ms until it answers 200. Prints the median of
 each, the ratio dashboard / bare (target <= 1.2) and whether the dashboard process imported torch
-(it should not: torch loads when a model runs). Prints figures only; never asserts.
+(it should not: torch loads when a model runs). --baseline also times OTHER_CHECKOUT/app.py in
+the same runs (e.g. the main branch, to see a change). Prints figures only; never asserts.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3, help="paired runs (default 3)")
     ap.add_argument("--device", default="auto", help="the dashboard's --device (default auto, as a user starts it)")
+    ap.add_argument("--baseline", type=Path, default=None, help="another checkout whose app.py is timed too")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -87,24 +89,31 @@ def main() -> None:
         bare.write_text(BARE_APP)
         env = {**os.environ, "PYTHONPATH": str(REPO), "GRADIO_ANALYTICS_ENABLED": "False",
                "HF_HUB_OFFLINE": "1", "GRADIO_TEMP_DIR": str(root / "gradio")}
-        dash_s, bare_s = [], []
+        dash_s, bare_s, base_s = [], [], []
         for i in range(args.runs):
-            def dash() -> float:
+            def dash(repo: Path = REPO) -> float:
                 port = free_port()
-                return time_to_200([sys.executable, str(REPO / "app.py"), "--port", str(port), "--device",
-                                    args.device, "--outputs", str(root / f"outputs{i}")], port, env, REPO)
+                benv = {**env, "PYTHONPATH": str(repo)}
+                return time_to_200([sys.executable, str(repo / "app.py"), "--port", str(port), "--device",
+                                    args.device, "--outputs", str(root / f"outputs{i}")], port, benv, repo)
 
             def plain() -> float:
                 port = free_port()
                 return time_to_200([sys.executable, str(bare), str(port)], port, env, root)
 
-            if i % 2 == 0:  # alternate the order so a drift in machine load hits both alike
+            if i % 2 == 0:  # alternate the order so a drift in machine load hits all alike
                 d, b = dash(), plain()
+                base = dash(args.baseline.resolve()) if args.baseline else None
             else:
+                base = dash(args.baseline.resolve()) if args.baseline else None
                 b, d = plain(), dash()
             dash_s.append(d)
             bare_s.append(b)
-            print(f"run {i + 1}: dashboard {d:.2f} s, bare gradio {b:.2f} s, ratio {d / b:.2f}", flush=True)
+            extra = ""
+            if base is not None:
+                base_s.append(base)
+                extra = f", baseline {base:.2f} s (ratio {base / b:.2f})"
+            print(f"run {i + 1}: dashboard {d:.2f} s, bare gradio {b:.2f} s, ratio {d / b:.2f}{extra}", flush=True)
         torch_loaded = torch_imported_by_app(args.device, env)
 
     d, b = statistics.median(dash_s), statistics.median(bare_s)
@@ -113,6 +122,9 @@ def main() -> None:
     print(f"  python app.py        {d:6.2f} s")
     print(f"  one-textbox gradio   {b:6.2f} s")
     print(f"  ratio                {d / b:6.2f}  (median of paired ratios {statistics.median(ratios):.2f}; target <= 1.2)")
+    if base_s:
+        bm = statistics.median(base_s)
+        print(f"  baseline app.py      {bm:6.2f} s  (ratio {bm / b:.2f}; {args.baseline})")
     print(f"  torch imported while the UI is built: {'yes' if torch_loaded else 'no'}")
 
 

@@ -234,7 +234,7 @@ def test_export_names_the_generator_and_says_when_a_run_is_partial(studio, past_
 
 def test_a_download_makes_the_model_available_without_a_restart(tmp_path, monkeypatch):
     """Models tab → Download: the handler goes through Studio.download_weights, and the models
-    table, the Create tab's generator picker and its note say "available" at once."""
+    table, the generator pickers (Create, Study, Tour) and the model note say "available" at once."""
     from core import weights
     from ui.app import build_ui
 
@@ -262,5 +262,10 @@ def test_a_download_makes_the_model_available_without_a_restart(tmp_path, monkey
     row = next(r for r in table if r[0] == "cami2v-256")
     assert row[MODEL_HEADERS.index("available")] == "yes"
     assert ("CamI2V 256x256", "cami2v-256") in picker["choices"]  # no "(unavailable: ...)" any more
+    # the Study and Tour tabs' generator pickers follow too
+    fn = handler(demo, "download")
+    ids = [getattr(c, "elem_id", None) for c in fn.outputs]
+    for tab_picker in ("study-model", "tour-model"):
+        assert ("CamI2V 256x256", "cami2v-256") in out[ids.index(tab_picker)]["choices"]
     note_after = handler(demo, "model_changed").fn("cami2v-256", None, [])[0]
     assert note_after.startswith("**CamI2V 256x256** · 256x256")

@@ -51,11 +51,13 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             with gr.Tab("Runs", id="runs") as runs_tab:
                 runs = build_runs_tab(studio, create, tabs, runs_tab)
             with gr.Tab("Study", id="study"):
-                build_study_tab(studio)
+                study = build_study_tab(studio)
             with gr.Tab("Tour", id="tour"):
-                build_tour_tab(studio)
+                tour = build_tour_tab(studio)
             with gr.Tab("Models", id="models"):
-                models = build_models_tab(studio, create)
+                models = build_models_tab(studio, create, pickers=[
+                    (study["model"], "generator"), (study["denoiser"], "denoiser"), (study["upscaler"], "upscaler"),
+                    (tour["model"], "generator")])
 
         # the loaded-models panel follows the manager on its own (cheap: no model is touched)
         gr.Timer(10).tick(models["loaded_models"], None, [models["status"], models["memory"]], queue=False,

@@ -49,7 +49,7 @@ class CreateTab:
     job_outputs: list[Any]
     reattached: Any
     follow_job: Callable[..., Any]
-    refresh_catalogue: Callable[[], list[Any]]
+    refresh_catalogue: Callable[..., list[Any]]
 
 
 def build_create_tab(studio: Studio, demo: gr.Blocks) -> CreateTab:
@@ -567,11 +567,11 @@ def build_create_tab(studio: Studio, demo: gr.Blocks) -> CreateTab:
                                                  if v.get("metrics")}, var if var != "study" else "native"),
                  [results_state, variant], [quality_plot], queue=False)
 
-    def refresh_catalogue() -> list[Any]:
+    def refresh_catalogue(fresh: list[ModelInfo] | None = None) -> list[Any]:
         """Which models are available now (weights may have arrived since start-up): the model
         notes follow at once, and the pickers' labels as updates for [model, denoiser, upscaler,
-        interpolator]."""
-        fresh = studio.model_infos()
+        interpolator]. fresh: `studio.model_infos()` when the caller has it already."""
+        fresh = studio.model_infos() if fresh is None else fresh
         infos.update({i.name: i for i in fresh if i.kind == "generator"})  # one dict for every session
         return [gr.update(choices=[(i.display, i.name) for i in fresh if i.kind == kind])
                 for kind in ("generator", "denoiser", "upscaler", "interpolator")]

@@ -7,7 +7,7 @@ and notes at once (no restart); every page load re-reads availability too.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import gradio as gr
 
@@ -19,10 +19,11 @@ from .feedback import status_error, status_ok
 from .runs_models import MODEL_HEADERS, model_rows
 
 
-def build_models_tab(studio: Studio, create: CreateTab) -> dict[str, Any]:
+def build_models_tab(studio: Studio, create: CreateTab, pickers: Sequence[tuple[Any, str]] = ()) -> dict[str, Any]:
     """Lay out the Models tab in the current Blocks context and wire its events; returns its
     components, `refresh_models` (run on page load) with its outputs, and `loaded_models` (the
-    dashboard polls it)."""
+    dashboard polls it). pickers: other tabs' model dropdowns, (component, kind), whose labels
+    follow availability too."""
     models_table = gr.Dataframe(headers=MODEL_HEADERS, interactive=False, wrap=True, max_height=1200,
                                 elem_id="models-table")
     with gr.Row():
@@ -35,7 +36,7 @@ def build_models_tab(studio: Studio, create: CreateTab) -> dict[str, Any]:
                                 interactive=False)
     mem_md = gr.Markdown()
     status_refresh = gr.Button("Refresh", size="sm")
-    pickers = [create.model, create.denoiser, create.upscaler, create.interpolator]
+    create_pickers = [create.model, create.denoiser, create.upscaler, create.interpolator]
 
     def loaded_models():
         st = [[r["name"], r["state"], str(r.get("device") or ""), str(r.get("dtype") or ""),
@@ -53,8 +54,10 @@ def build_models_tab(studio: Studio, create: CreateTab) -> dict[str, Any]:
         return st, " · ".join(parts)
 
     def refresh_models():
-        """The models table, the loaded models and the Create tab's pickers, as they are now."""
-        return (model_rows(studio.model_infos()), *loaded_models(), *create.refresh_catalogue())
+        """The models table, the loaded models and every model picker, as they are now."""
+        infos = studio.model_infos()
+        return (model_rows(infos), *loaded_models(), *create.refresh_catalogue(infos),
+                *(gr.update(choices=[(i.display, i.name) for i in infos if i.kind == kind]) for _, kind in pickers))
 
     def download(name, progress=gr.Progress()):
         if not name:
@@ -65,7 +68,7 @@ def build_models_tab(studio: Studio, create: CreateTab) -> dict[str, Any]:
             return (status_error(exc), *refresh_models())
         return (status_ok("; ".join(str(getattr(r, "message", r)) for r in reports)), *refresh_models())
 
-    refreshed = [models_table, status_table, mem_md, *pickers]
+    refreshed = [models_table, status_table, mem_md, *create_pickers, *(c for c, _ in pickers)]
     status_refresh.click(refresh_models, None, refreshed)
     dl_btn.click(download, [dl_pick], [dl_log, *refreshed], concurrency_id="download", concurrency_limit=1)
     return {"table": models_table, "pick": dl_pick, "download": dl_btn, "log": dl_log, "status": status_table,

@@ -64,8 +64,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                           show_progress="hidden")
         add_walkthrough_api(studio)
 
-        # every page load: the runs, the models (availability may have changed since start-up),
-        # then the chosen model's note and camera path
+        # every page load: the runs, the models, then the chosen model's note and camera path
         demo.load(runs["jobs_markdown"], None, [runs["jobs"]], queue=False)
         demo.load(runs["refresh_runs"], None, [runs["runs_table"], runs["study_runs_table"], runs["pick"]]) \
             .then(models["refresh_models"], None, models["refreshed"]) \

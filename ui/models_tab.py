@@ -1,7 +1,7 @@
 """The Models tab: every registry entry with its availability, a weights download, and the models
 the manager holds now. Layout and wiring only: each handler is one `Studio` call (model_infos,
-download_weights, model_status / memory_summary). A download refreshes the Create tab's pickers
-and notes at once (no restart); every page load re-reads availability too.
+download_weights, model_status / memory_summary). A download refreshes the model pickers of every
+tab and the model notes at once (no restart).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def build_models_tab(studio: Studio, create: CreateTab, pickers: Sequence[tuple[
     """Lay out the Models tab in the current Blocks context and wire its events; returns its
     components, `refresh_models` (run on page load) with its outputs, and `loaded_models` (the
     dashboard polls it). pickers: other tabs' model dropdowns, (component, kind), whose labels
-    follow availability too."""
+    follow a download too."""
     models_table = gr.Dataframe(headers=MODEL_HEADERS, interactive=False, wrap=True, max_height=1200,
                                 elem_id="models-table")
     with gr.Row():
@@ -54,23 +54,26 @@ def build_models_tab(studio: Studio, create: CreateTab, pickers: Sequence[tuple[
         return st, " · ".join(parts)
 
     def refresh_models():
-        """The models table, the loaded models and every model picker, as they are now."""
-        infos = studio.model_infos()
-        return (model_rows(infos), *loaded_models(), *create.refresh_catalogue(infos),
-                *(gr.update(choices=[(i.display, i.name) for i in infos if i.kind == kind]) for _, kind in pickers))
+        return (model_rows(studio.model_infos()), *loaded_models())
 
     def download(name, progress=gr.Progress()):
+        """Fetch the weights, then show the models as they are now: the table and every model
+        picker (Create, Study, Tour) say "available" at once, without a restart."""
         if not name:
             raise gr.Error("Pick a model to download.")
         try:
             reports = studio.download_weights(name, progress=lambda f, m: progress(f, desc=m))
+            line = status_ok("; ".join(str(getattr(r, "message", r)) for r in reports))
         except StudioError as exc:
-            return (status_error(exc), *refresh_models())
-        return (status_ok("; ".join(str(getattr(r, "message", r)) for r in reports)), *refresh_models())
+            line = status_error(exc)
+        infos = studio.model_infos()
+        return (line, model_rows(infos), *loaded_models(), *create.refresh_catalogue(infos),
+                *(gr.update(choices=[(i.display, i.name) for i in infos if i.kind == kind]) for _, kind in pickers))
 
-    refreshed = [models_table, status_table, mem_md, *create_pickers, *(c for c, _ in pickers)]
+    refreshed = [models_table, status_table, mem_md]
     status_refresh.click(refresh_models, None, refreshed)
-    dl_btn.click(download, [dl_pick], [dl_log, *refreshed], concurrency_id="download", concurrency_limit=1)
+    dl_btn.click(download, [dl_pick], [dl_log, *refreshed, *create_pickers, *(c for c, _ in pickers)],
+                 concurrency_id="download", concurrency_limit=1)
     return {"table": models_table, "pick": dl_pick, "download": dl_btn, "log": dl_log, "status": status_table,
             "memory": mem_md, "refresh": status_refresh, "refresh_models": refresh_models, "refreshed": refreshed,
             "loaded_models": loaded_models}

@@ -187,6 +187,12 @@ class ModelManager:
         with self._lock:
             self._loaders[name] = loader
 
+    def provider(self, name: str, loader: Loader) -> Callable[[], Any]:
+        """Register `loader` for `name` and return `get()` for it: what a stage or generator
+        receives as its model (loaded on the first call, then resident)."""
+        self.register(name, loader)
+        return lambda: self.get(name)
+
     def get(self, name: str, loader: Loader | None = None, *, size_hint: int | None = None) -> Any:
         """The model `name` on the manager's device: resident, restored from CPU, or loaded.
 

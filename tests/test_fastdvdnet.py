@@ -25,7 +25,7 @@ from core.models.fastdvdnet import (
     optimize_for_inference,
     window_indices,
 )
-from core.models.fastdvdnet_loader import inspect_entries, load_fastdvdnet, load_state, read_checkpoint, verify_file
+from core.models.fastdvdnet.loader import inspect_entries, load_fastdvdnet, load_state, read_checkpoint, verify_file
 from core.params import resolve_params
 from core.postprocess.fastdvdnet import FastDVDnetStage, estimate_noise_sigma, load_model
 from core.progress import Progress

@@ -25,9 +25,9 @@ def _cami2v() -> ModuleType:
 
 
 def _fastdvdnet() -> ModuleType:
-    from . import fastdvdnet_loader
+    from . import fastdvdnet
 
-    return fastdvdnet_loader
+    return fastdvdnet
 
 
 def _rife() -> ModuleType:

@@ -146,7 +146,7 @@ class FastDVDnetStage(Stage):
     def process(self, clip: Clip, params: Mapping[str, Any], progress: Progress | None = None) -> Clip:
         import torch
 
-        from ..models.fastdvdnet import iter_denoise_sequence
+        from ..models.fastdvdnet.sequence import iter_denoise_sequence
 
         progress = as_progress(progress)
         p = resolve_params(self.param_specs(), params)
@@ -192,8 +192,8 @@ def load_model(registry: Registry, entry: ModelEntry | str, *, device: Any = "cp
     """
     import torch
 
-    from ..models.fastdvdnet import PRESETS
-    from ..models.fastdvdnet_loader import load_fastdvdnet
+    from ..models.fastdvdnet.loader import load_fastdvdnet
+    from ..models.fastdvdnet.model import PRESETS
 
     e = registry.get(entry) if isinstance(entry, str) else entry
     registry.require_files(e)

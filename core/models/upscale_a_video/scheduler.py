@@ -103,6 +103,11 @@ def add_noise(schedule: NoiseSchedule, x: torch.Tensor, noise: torch.Tensor, lev
     return (a ** 0.5) * x.float() + ((1.0 - a) ** 0.5) * noise.float()
 
 
+# Our Upscale-A-Video sampler has always computed its step coefficients in float64, rounded once;
+# keeping that keeps its results bit-identical (see `core.sampling.ddim_update`).
+PRECISION = torch.float64
+
+
 @dataclass(frozen=True)
 class DDIMSampler:
     """DDIM over one schedule with eta = 0 (deterministic): the timesteps, the model-output adapter
@@ -146,9 +151,6 @@ class DDIMSampler:
         return sampling.ddim_update(x0, eps, self.alpha_bar(t), self.alpha_bar(self.previous(t)),
                                     precision=PRECISION)
 
-
-# Step coefficients computed in float64 and rounded once (see `core.sampling.ddim_update`).
-PRECISION = torch.float64
 
 Denoiser = Callable[[torch.Tensor, int], torch.Tensor]
 StepCallback = Callable[[int, int], None]

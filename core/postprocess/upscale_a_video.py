@@ -231,17 +231,16 @@ def _pipeline_bytes(pipe) -> int:
     """Bytes of the parameters and buffers of every module the pipeline holds (shared ones once)."""
     import torch
 
-    seen, total = set(), 0
+    from ..model_memory import module_bytes
+
+    modules = []
     for value in vars(pipe).values():
-        owner = getattr(value, "__self__", value)
-        modules = [owner] if isinstance(owner, torch.nn.Module) else [
-            v for v in vars(owner).values() if isinstance(v, torch.nn.Module)] if hasattr(owner, "__dict__") else []
-        for m in modules:
-            for t in list(m.parameters()) + list(m.buffers()):
-                if id(t) not in seen:
-                    seen.add(id(t))
-                    total += t.numel() * t.element_size()
-    return total
+        owner = getattr(value, "__self__", value)  # a bound method's module (the prompt encoder)
+        if isinstance(owner, torch.nn.Module):
+            modules.append(owner)
+        elif hasattr(owner, "__dict__"):  # e.g. the propagation wrapper holding RAFT
+            modules.extend(v for v in vars(owner).values() if isinstance(v, torch.nn.Module))
+    return module_bytes(torch.nn.ModuleList(modules))
 
 
 def _unet_dtype(pipe):

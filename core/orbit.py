@@ -191,8 +191,8 @@ def orbit_from_path(path: Any, base_elevation_deg: float = DEFAULT_ELEVATION_DEG
     v = centres - np.array([0.0, 0.0, t])
     dist = np.linalg.norm(v, axis=1)
     if not warnings and float(np.max(np.abs(dist - t))) > SPHERE_TOLERANCE * t:
-        warnings.append("The camera path is not an orbit around one point; SV3D-P follows its projection onto "
-                        f"the orbit sphere (radius {t:.3g}), so distance changes are ignored.")
+        warnings.append("The camera path is not an orbit around one point; it was projected onto the orbit "
+                        f"sphere (radius {t:.3g}), so its changes of distance are ignored.")
     dist = np.maximum(dist, 1e-12)
     # OpenCV axes: y points down, so "up" is -y; the photo's camera sits at -z from the centre.
     elev = np.degrees(np.arcsin(np.clip(-v[:, 1] / dist, -1.0, 1.0)))

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # tiny models: per-op overhead dominates
 pytest.importorskip("diffusers")
 from safetensors.torch import load_file  # noqa: E402
 

@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..clip import Clip
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, WeightsMissing
 from ..orbit import (DEFAULT_ELEVATION_DEG, Orbit, default_orbit, orbit_from_degrees, orbit_from_path,
                      parse_degrees, to_model_order, to_studio_order)
 from ..params import ParamSpec, resolve_params
@@ -44,6 +44,8 @@ NUM_FRAMES = 21
 SIZE_MULTIPLE = 64
 DTYPES = ("fp32", "bf16", "fp16")
 _ENCODE_END, _DENOISE_END = 0.03, 0.9
+GATED = ("The SV3D weights are gated: log in at https://huggingface.co/stabilityai/sv3d, accept the Stability AI "
+         "Community License there, set HF_TOKEN to a token of that account, then fetch.")
 
 
 @dataclass(frozen=True)
@@ -372,7 +374,10 @@ def load_model(registry, entry, *, device: Any = "cpu", dtype: str = "fp32") -> 
     from ..models.sv3d.loader import load_file
 
     entry = registry.get(entry) if isinstance(entry, str) else entry
-    registry.require_files(entry)
+    try:
+        registry.require_files(entry)
+    except WeightsMissing as exc:
+        raise WeightsMissing(f"{exc} {GATED}") from None
     variant = VARIANTS.get(entry.options.get("variant", entry.name))
     if variant is None:
         raise ConfigError(f"models.json: entry {entry.name!r}, field 'options.variant': one of {', '.join(VARIANTS)}.")

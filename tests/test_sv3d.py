@@ -264,3 +264,29 @@ def test_studio_runs_sv3d_p_and_lists_it(tmp_path, tiny_p):
     assert generated.video.is_file() and events[-1].kind == "done"
     data = json.loads((studio.open_run(events[0].run_id).dir / "run.json").read_text())
     assert data["generator_info"]["num_frames"] == 21 and data["generator_info"]["renderer"] == "sv3d"
+
+
+def test_cli_takes_the_tools_degree_lists(tmp_path, tiny_p):
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    repo = Path(__file__).resolve().parents[1]
+    path = tmp_path / "sv3d_p.safetensors"
+    save_file({k: v.contiguous() for k, v in released_state_dict(tiny_p.model).items()}, str(path))
+    registry_for(tmp_path, path)
+    Image.fromarray(photo()).save(tmp_path / "object.png")
+    elevations = "[" + ",".join(str(5 + i) for i in range(21)) + "]"
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "core", "generate", "--image", str(tmp_path / "object.png"),
+                        "--model", "sv3d-p", "--models", str(tmp_path / "models.json"), "--device", "cpu",
+                        "--elevations-deg", elevations, "--out", str(tmp_path / "out"), "--frames"],
+                       cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    run = next((tmp_path / "out").rglob("run.json"))
+    info = json.loads(run.read_text())["generator_info"]
+    assert info["orbit"]["elevations_deg"][:2] == [25.0, 5.0]  # the tool's last value is the photo's view
+    assert len(list((run.parent / "frames" / "none").glob("*.png"))) == 21

@@ -17,7 +17,9 @@ orbit centre is the point on the photo camera's optical axis that best fits a sp
 every camera centre (exact for the orbit presets); each camera's direction from that centre
 gives its azimuth (positive: the camera moves to its right around the object) and elevation
 (added to `base_elevation_deg`, the photo's own elevation). A path whose centres do not lie on
-that sphere is projected onto it, and a warning says so.
+that sphere is projected onto it, and a warning says so. The azimuth sign assumes SV3D's
+renders measure azimuth counter-clockwise seen from above (so a growing azimuth moves the
+camera to its right); without the released weights this could not be checked by rendering.
 
 Float64 numpy throughout; no torch.
 """

@@ -290,3 +290,25 @@ def test_cli_takes_the_tools_degree_lists(tmp_path, tiny_p):
     info = json.loads(run.read_text())["generator_info"]
     assert info["orbit"]["elevations_deg"][:2] == [25.0, 5.0]  # the tool's last value is the photo's view
     assert len(list((run.parent / "frames" / "none").glob("*.png"))) == 21
+
+
+def test_models_cli_inspects_and_verifies(tmp_path):
+    """`python -m core.models inspect/verify sv3d-*` (exercised on the tiny presets: same code)."""
+    from safetensors.torch import save_file
+
+    from core.models import family_of
+    from core.models.sv3d.loader import expected_upstream_shapes
+
+    fam = family_of("sv3d-p")
+    assert family_of("sv3d-u") is fam and set(fam.INSPECTABLE) == {"sv3d-u", "sv3d-p"}
+    entries = fam.inspect_entries("tiny-p")
+    assert {k: s for k, s, _ in entries} == expected_upstream_shapes("tiny-p")
+    full = expected_upstream_shapes("tiny-u")
+    path = tmp_path / "x.safetensors"
+    save_file({k: torch.zeros(s) for k, s in full.items()}, str(path))
+    assert fam.verify_file("tiny-u", path).ok
+    v = fam.verify_file("tiny-p", path)
+    assert not v.ok and v.identified == "tiny-u" and "label_emb.0.0.weight" in v.message
+    save_file({k: torch.zeros(s) for k, s in full.items() if "label_emb" not in k}, str(path))
+    v = fam.verify_file("tiny-u", path)
+    assert not v.ok and v.kind == "mismatch" and "missing keys" in v.message

@@ -23,6 +23,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
                            "dynamicrafter-512", "dynamicrafter-256"),
     "core.models.fastdvdnet_loader": ("fastdvdnet",),
     "core.models.rife": ("rife-4.25", "rife-4.26", "rife-4.26.heavy"),
+    "core.models.sv3d": ("sv3d-u", "sv3d-p"),
 }
 
 

@@ -4,6 +4,7 @@ through keymap.py and core.models.checkpoint; and build the same layout from the
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Optional
 
@@ -25,10 +26,16 @@ def build(params: SV3DParams | str, device: str | torch.device = "meta") -> SV3D
 
 
 def expected_upstream_shapes(params: SV3DParams | str) -> dict[str, tuple[int, ...]]:
-    """Released key -> shape for a variant (from our modules, renamed)."""
+    """Released key -> shape for a variant (from our modules, renamed; a fresh dict)."""
+    return dict(_expected(PRESETS[params] if isinstance(params, str) else params))
+
+
+@lru_cache(maxsize=4)
+def _expected(params: SV3DParams) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    # Building the full-width modules, even on the meta device, takes seconds: once per preset.
     model = build(params)
     p = model.params.unet
-    return {keymap.to_upstream(k, p): tuple(v.shape) for k, v in model.state_dict().items()}
+    return tuple((keymap.to_upstream(k, p), tuple(v.shape)) for k, v in model.state_dict().items())
 
 
 def load_file(params: SV3DParams | str, path: str | Path, *, device: str | torch.device = "cpu",
@@ -71,3 +78,33 @@ def released_state_dict(model: SV3D) -> dict[str, torch.Tensor]:
     """A model's weights under the released key names (what `load_file` reads back)."""
     p = model.params.unet
     return {keymap.to_upstream(k, p): v for k, v in model.state_dict().items()}
+
+
+# -- `python -m core.models inspect / verify` -------------------------------------------------
+
+INSPECTABLE = ("sv3d-u", "sv3d-p")
+
+
+def inspect_entries(name: str) -> list[tuple[str, tuple[int, ...], str]]:
+    """[(released key, shape, dtype)] of a variant, built on the meta device."""
+    model = build(name)
+    p = model.params.unet
+    return [(keymap.to_upstream(k, p), tuple(v.shape), str(v.dtype).removeprefix("torch."))
+            for k, v in model.state_dict().items()]
+
+
+def verify_file(name: str, path: str | Path) -> ckpt.FileVerdict:
+    """Whether a file holds exactly the released layout of `name` (header only)."""
+    try:
+        f = ckpt.open_checkpoint(path)
+    except CheckpointError as exc:
+        return ckpt.FileVerdict(False, "unreadable", "", str(exc))
+    verdict = ckpt.compare_keys(expected_upstream_shapes(name), f.shapes)
+    if verdict.ok:
+        return ckpt.FileVerdict(True, "full", name, f"{path}: a complete {name} checkpoint.")
+    others = [n for n in PRESETS if n != name and n.startswith(name.split("-")[0] + "-")]  # the same width class
+    other = [n for n in others if ckpt.compare_keys(expected_upstream_shapes(n), f.shapes).ok]
+    hint = f" (it is a {other[0]} file)" if other else ""
+    return ckpt.FileVerdict(False, "mismatch", other[0] if other else "",
+                            f"{path}: does not match {name}{hint}: {verdict.describe(6)}.",
+                            verdict.missing, verdict.unexpected, verdict.wrong_shape)

@@ -312,3 +312,18 @@ def test_models_cli_inspects_and_verifies(tmp_path):
     save_file({k: torch.zeros(s) for k, s in full.items() if "label_emb" not in k}, str(path))
     v = fam.verify_file("tiny-u", path)
     assert not v.ok and v.kind == "mismatch" and "missing keys" in v.message
+
+
+def test_models_tab_lists_sv3d_with_its_availability(tmp_path):
+    from pathlib import Path
+
+    from core.service import Studio, StudioSettings
+
+    studio = Studio(StudioSettings(root=tmp_path, outputs=tmp_path / "out", device="cpu", min_free_bytes=0,
+                                   models=Path(__file__).resolve().parents[1] / "models.json"))
+    infos = {i.name: i for i in studio.model_infos("generator")}
+    for name, follows in (("sv3d-u", False), ("sv3d-p", True)):
+        info = infos[name]
+        assert info.camera_control is follows and info.num_frames == 21 and (info.width, info.height) == (576, 576)
+        assert not info.available and info.reason  # no weights (and no GPU) here: it says why
+        assert "Stability AI Community License" in info.license

@@ -22,7 +22,7 @@ from safetensors.torch import load_file  # noqa: E402
 from core.models.sv3d import PRESETS  # noqa: E402
 from core.models.sv3d.conditioning import sinusoidal, vector_conditioning  # noqa: E402
 from core.models.sv3d.keymap import UNET, to_ours, to_upstream, unet_to_ours  # noqa: E402
-from core.models.sv3d.loader import build, expected_upstream_shapes, rule_model  # noqa: E402
+from core.models.sv3d.loader import expected_upstream_shapes, rule_model  # noqa: E402
 from core.models.sv3d.unet import VideoUNet  # noqa: E402
 from core.orbit import model_angles  # noqa: E402
 from core.sampling.edm import (GuidedVDenoiser, VideoConditioning, edm_sigmas, sample_euler_edm,  # noqa: E402
@@ -118,10 +118,14 @@ def test_tiny_unet_euler_edm_triangle_guider_matches_upstream():
 
 
 def test_v_edm_scalings():
-    s = torch.tensor([0.5, 700.0])
+    s = torch.tensor([0.5, 700.0], dtype=torch.float64)
     c_skip, c_out, c_in, c_noise = v_edm_scalings(s)
     assert torch.allclose(c_skip, 1 / (s ** 2 + 1)) and torch.allclose(c_noise, s.log() / 4)
-    assert torch.allclose(c_out ** 2 + c_skip ** 2 * s ** 2 * 0 + c_in ** 2 * s ** 2 * 0, s ** 2 / (s ** 2 + 1))
+    assert torch.allclose(c_in, c_skip.sqrt()) and torch.allclose(c_out, -s * c_in)
+    # A perfect v prediction recovers x0: x = x0 + s*eps, v = c_in*(eps - s*x0) (unit-variance data).
+    x0, eps = torch.tensor([0.3, -1.2], dtype=torch.float64), torch.tensor([1.1, 0.4], dtype=torch.float64)
+    v = c_in * (eps - s * x0)
+    assert torch.allclose(c_skip * (x0 + s * eps) + c_out * v, x0)
 
 
 @pytest.mark.heavy

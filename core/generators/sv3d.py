@@ -33,7 +33,7 @@ import numpy as np
 from ..clip import Clip
 from ..errors import ConfigError, InputError, WeightsMissing
 from ..orbit import (DEFAULT_ELEVATION_DEG, Orbit, default_orbit, orbit_from_degrees, orbit_from_path,
-                     parse_degrees, to_model_order, to_studio_order)
+                     parse_degrees, to_studio_order)
 from ..params import ParamSpec, resolve_params
 from ..progress import Progress, as_progress
 from .base import GenerateRequest, GenerateResult, Generator

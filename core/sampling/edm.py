@@ -40,11 +40,6 @@ def triangle_scales(num_frames: int, max_scale: float, min_scale: float = 1.0, p
     return wave * (max_scale - min_scale) + min_scale
 
 
-def linear_scales(num_frames: int, max_scale: float, min_scale: float = 1.0) -> torch.Tensor:
-    """(num_frames,) guidance rising linearly (SVD's guider)."""
-    return torch.linspace(min_scale, max_scale, num_frames)
-
-
 def v_edm_scalings(sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """c_skip, c_out, c_in, c_noise for v-prediction with EDM's c_noise (shapes of `sigma`)."""
     c_skip = 1.0 / (sigma ** 2 + 1.0)

@@ -105,6 +105,9 @@ def test_frame_object_centres_and_sizes_the_object():
     ys, xs = np.nonzero(red)
     assert 14 <= xs.min() <= 18 and 46 <= xs.max() <= 50  # 20 px object in a 40 px canvas -> half the frame
     assert (out[0, 0] == 255).all()  # white background
+    out, _ = frame_object(rgba, 50, 0.0)  # no ratio: a canvas as tall as the image (the tool's choice)
+    ys, xs = np.nonzero((out[..., 0] > 200) & (out[..., 1] < 60))
+    assert 19 <= xs.min() <= 21 and 28 <= xs.max() <= 30
 
 
 # -- generator --------------------------------------------------------------------------------

@@ -126,7 +126,8 @@ def frame_object(image: np.ndarray, size: int, ratio: float) -> tuple[np.ndarray
     """Centre the object of an RGBA (or RGB: all opaque) image on a square, SV3D style.
 
     The alpha mask's bounding box (w x h) is pasted centred on a transparent square of side
-    max(w, h) / ratio (at least max(w, h)), resized to `size` (Lanczos) and composited on white.
+    max(w, h) / ratio, or with ratio 0 the image's height (the tool's choice); at least max(w, h)
+    either way. It is then resized to `size` (Lanczos) and composited on white.
     Returns the (size, size, 3) uint8 frame and the box [x0, y0, x1, y1] in the image's pixels.
     """
     import cv2
@@ -138,7 +139,7 @@ def frame_object(image: np.ndarray, size: int, ratio: float) -> tuple[np.ndarray
     if w == 0 or h == 0:
         raise InputError("Background removal left nothing of the photo; try without it.")
     longest = max(w, h)
-    side = max(longest, int(longest / ratio)) if ratio > 0 else longest
+    side = max(longest, int(longest / ratio) if ratio > 0 else rgba.shape[0])
     canvas = np.zeros((side, side, 4), np.uint8)
     c = side // 2
     canvas[c - h // 2:c - h // 2 + h, c - w // 2:c - w // 2 + w] = rgba[y:y + h, x:x + w]

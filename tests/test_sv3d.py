@@ -330,3 +330,29 @@ def test_models_tab_lists_sv3d_with_its_availability(tmp_path):
         assert info.camera_control is follows and info.num_frames == 21 and (info.width, info.height) == (576, 576)
         assert not info.available and info.reason  # no weights (and no GPU) here: it says why
         assert "Stability AI Community License" in info.license
+
+
+def test_background_removal_uses_rembg_when_installed(tiny_p, monkeypatch):
+    """With rembg present its cut-out is framed on white: here a stand-in keeps only the object."""
+    import types
+
+    calls = []
+
+    def remove(pil, alpha_matting=False):
+        calls.append((pil.size, pil.mode, alpha_matting))
+        arr = np.asarray(pil).copy()
+        keep = np.zeros(arr.shape[:2], bool)
+        keep[30:90, 70:130] = True  # the object of `photo()`
+        arr[..., 3] = np.where(keep, 255, 0)
+        from PIL import Image
+
+        return Image.fromarray(arr)
+
+    monkeypatch.setitem(sys.modules, "rembg", types.SimpleNamespace(remove=remove))
+    gen = SV3DGenerator("sv3d-p", lambda: tiny_p)
+    res = gen.generate(request({"remove_background": True, "image_frame_ratio": 0.5}), Progress())
+    assert calls == [((200, 120), "RGBA", True)]
+    assert res.crop_box == (70, 30, 130, 90)  # the object, in the photo's pixels
+    first = res.clip.frames[0]
+    assert (first[:8, :8] == 255).all() and (first[-8:, -8:] == 255).all()  # white around the object
+    assert first[24:40, 24:40].std() > 20  # the object (random pixels) in the middle half

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")  # tiny models: per-op 
 pytest.importorskip("diffusers")
 from safetensors.torch import load_file  # noqa: E402
 
+from core.errors import CheckpointError  # noqa: E402
 from core.models.sv3d import PRESETS  # noqa: E402
 from core.models.sv3d.conditioning import sinusoidal, vector_conditioning  # noqa: E402
 from core.models.sv3d.keymap import UNET, to_ours, to_upstream, unet_to_ours  # noqa: E402
@@ -150,3 +151,51 @@ def test_full_width_unet_matches_upstream():
         out = unet(inp, c_noise, io["crossattn"], io["vector"][None])[0]
     assert out.shape == io["unet_out"].shape == (t, 4, meta["h"], meta["w"])
     assert rel(out, io["unet_out"]) <= TOL, rel(out, io["unet_out"])
+
+
+def _write_rule_safetensors(path: Path, shapes: dict, dtype=torch.float16) -> None:
+    """A safetensors file with the weight rule's value for every key, written one tensor at a
+    time (the full-width state dict never sits in memory)."""
+    import struct
+
+    from core.models.weight_rule import rule_tensor
+
+    code = {torch.float16: "F16", torch.float32: "F32"}[dtype]
+    size = torch.tensor([], dtype=dtype).element_size()
+    header, offset = {}, 0
+    for k, s in shapes.items():
+        n = size * int(torch.Size(s).numel())
+        header[k] = {"dtype": code, "shape": list(s), "data_offsets": [offset, offset + n]}
+        offset += n
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)) + blob)
+        for k, s in shapes.items():
+            f.write(rule_tensor(k, s).to(dtype).contiguous().numpy().tobytes())
+
+
+@pytest.mark.heavy
+def test_full_width_strict_load_of_the_released_layout(tmp_path):
+    """sv3d_p.safetensors' layout at full width (UNet, OpenCLIP ViT-H, both VAE halves), weights by
+    the rule in fp16 (about 4.6 GB on disk and in memory), loaded strictly through the key map."""
+    from core.models.sv3d.loader import load_file
+    from core.models.weight_rule import rule_tensor
+
+    shapes = expected_upstream_shapes("sv3d-p")
+    path = tmp_path / "sv3d_p.safetensors"
+    _write_rule_safetensors(path, shapes)
+    model = load_file("sv3d-p", path, dtype=torch.float16)
+    state = model.state_dict()
+    assert len(state) == len(shapes)
+    for up, ours in (("model.diffusion_model.input_blocks.1.0.time_stack.in_layers.2.weight",
+                      "unet.net.down_blocks.0.resnets.0.temporal_res_block.conv1.weight"),
+                     ("model.diffusion_model.output_blocks.8.2.conv.weight", "unet.net.up_blocks.2.upsamplers.0.conv.weight"),
+                     ("model.diffusion_model.label_emb.0.0.weight", "unet.net.add_embedding.linear_1.weight"),
+                     ("conditioner.embedders.0.open_clip.model.visual.proj", "image_encoder.model.visual.proj"),
+                     ("conditioner.embedders.1.encoder.quant_conv.weight", "cond_vae.quant_conv.weight"),
+                     ("first_stage_model.decoder.up.0.block.2.conv2.weight", "vae_decoder.up.0.block.2.conv2.weight")):
+        assert torch.equal(state[ours], rule_tensor(up, shapes[up]).half()), ours
+    # The same file is refused for SV3D-U (its vector conditioning is 256 wide).
+    with pytest.raises(CheckpointError, match="label_emb|add_embedding"):
+        load_file("sv3d-u", path, dtype=torch.float16)

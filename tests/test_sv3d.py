@@ -356,3 +356,17 @@ def test_background_removal_uses_rembg_when_installed(tiny_p, monkeypatch):
     first = res.clip.frames[0]
     assert (first[:8, :8] == 255).all() and (first[-8:, -8:] == 255).all()  # white around the object
     assert first[24:40, 24:40].std() > 20  # the object (random pixels) in the middle half
+
+
+def test_camera_note_says_what_each_model_does_with_the_path():
+    from types import SimpleNamespace as NS
+
+    from ui.camera_notes import camera_note
+
+    assert camera_note(None) == ""
+    assert camera_note(NS(variant="cami2v", camera_control=True)) == ""
+    assert camera_note(NS(variant="svd", camera_control=False)) == \
+        "This model has no camera control: the camera path is ignored."
+    assert "orbit" in camera_note(NS(variant="sv3d", camera_control=True)) and \
+        "projected onto the orbit sphere" in camera_note(NS(variant="sv3d", camera_control=True))
+    assert "camera path is ignored" in camera_note(NS(variant="sv3d", camera_control=False))

@@ -136,6 +136,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     chains = [c.strip() for c in args.chains.split(",") if c.strip()]
     roles = {"denoise": args.denoiser, "upscale": args.upscaler, "interpolate": args.interpolator}
     params = _parse_params(args.param)
+    for name in ("elevations_deg", "azimuths_deg"):  # SV3D-P's orbit, as the SVD tool took it
+        if getattr(args, name, None) is not None:
+            params[name] = getattr(args, name)
     amount = args.amount
     distance = args.distance
     failures = 0
@@ -340,6 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--negative-prompt", default="", help="negative prompt for AI generators")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--param", action="append", default=[], help="generator parameter NAME=VALUE (repeatable)")
+    g.add_argument("--elevations-deg", default=None,
+                   help='SV3D-P: one elevation or 21 like "[10,15,20,...]" (the photo\'s view last); replaces --path')
+    g.add_argument("--azimuths-deg", default=None,
+                   help='SV3D-P: 21 azimuths like "[17,34,...,0]" relative to the last (the photo\'s view)')
     g.add_argument("--out", required=True, help="output folder")
     g.add_argument("--frames", action="store_true", help="also write the PNG frames the metrics used")
     g.add_argument("--seconds", type=float, default=None,

@@ -49,7 +49,7 @@ KINDS = ("generator", "captioner", "denoiser", "upscaler", "interpolator")
 # refused when models.json is read rather than when a job first uses it. Unknown variants are
 # left to the code that builds them (it names the entry then).
 VARIANT_KINDS = {
-    "kenburns": "generator", "cami2v": "generator", "svd": "generator",
+    "kenburns": "generator", "cami2v": "generator", "svd": "generator", "sv3d": "generator",
     "nlmeans": "denoiser", "fastdvdnet": "denoiser",
     "lanczos": "upscaler", "upscale-a-video": "upscaler",
     "qwen2-vl": "captioner",

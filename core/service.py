@@ -75,6 +75,7 @@ STAGE_KINDS = tuple(ROLE_KIND.values())
 MANAGED_VARIANTS: dict[str, tuple[str, str, str]] = {
     "cami2v": ("generator", "core.generators.cami2v", "CamI2VGenerator"),
     "svd": ("generator", "core.generators.svd", "SVDGenerator"),
+    "sv3d": ("generator", "core.generators.sv3d", "SV3DGenerator"),
     "fastdvdnet": ("stage", "core.postprocess.fastdvdnet", "FastDVDnetStage"),
     "upscale-a-video": ("stage", "core.postprocess.upscale_a_video", "UpscaleAVideoStage"),
     "rife": ("stage", "core.postprocess.rife", "RIFEStage"),

@@ -37,6 +37,7 @@ from .figures import camera_figure, metric_figure, quality_figure
 from . import longshot as ui_longshot  # Length / Output fps controls, segment marks, seam line
 from .study_tab import build_export_panel, build_study_tab
 from .uploads import uploaded_file
+from .camera_notes import camera_note as path_note_for
 from .players import SYNC_JS, Player, build_compare_panel, players_html
 from .runs_models import MODEL_HEADERS, RUN_HEADERS, RUN_TYPES, model_rows, run_rows
 
@@ -420,8 +421,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
             else:
                 note = f"**{info.label}** · {w}x{h} · {info.num_frames} frames at {info.fps:g} fps" + (
                     f" · licence: {info.license}" if info.license else "")
-            cam_note = "" if info is None or info.camera_control else \
-                "This model has no camera control: the camera path is ignored."
+            cam_note = path_note_for(info)
             boxes = [gr.update(visible=n == name) for n in param_boxes]
             return [note, cam_note,
                     framing_preview(image, w, h, wps)] + boxes

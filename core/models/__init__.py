@@ -36,12 +36,19 @@ def _rife() -> ModuleType:
     return rife
 
 
+def _sv3d() -> ModuleType:
+    from . import sv3d
+
+    return sv3d
+
+
 # (the names a family can inspect, kept literal so listing imports nothing heavy; its importer)
 FAMILIES: tuple[tuple[tuple[str, ...], Callable[[], ModuleType]], ...] = (
     (("cami2v-512", "cami2v-256", "cameractrl-256", "motionctrl-256", "dynamicrafter-512", "dynamicrafter-256"),
      _cami2v),
     (("fastdvdnet",), _fastdvdnet),
     (("rife-4.25", "rife-4.26", "rife-4.26.heavy"), _rife),
+    (("sv3d-u", "sv3d-p"), _sv3d),
 )
 
 

@@ -11,3 +11,9 @@ __all__ = [
     "NoiseSchedule", "ddim_timesteps", "dynamic_rescale_table", "make_schedule",
     "rescale_zero_terminal_snr", "scaled_linear_betas",
 ]
+
+from .edm import (GuidedVDenoiser, VideoConditioning, edm_sigmas, sample_euler_edm,  # noqa: E402
+                  triangle_scales, v_edm_scalings)
+
+__all__ += ["GuidedVDenoiser", "VideoConditioning", "edm_sigmas", "sample_euler_edm", "triangle_scales",
+            "v_edm_scalings"]

@@ -42,10 +42,11 @@ def compact_state(seed: int) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in net.state_dict().items()}
 
 
-def rrdb_state(seed: int, blocks: int = 23) -> dict[str, torch.Tensor]:
+def rrdb_state(seed: int, blocks: int = 2) -> dict[str, torch.Tensor]:
     """RealESRGAN_x4plus's layout (BasicSR RRDBNet: conv_first, body.N.rdbK.convJ, conv_body,
     conv_up1/2, conv_hr, conv_last; 64 features, growth 32), random values scaled like its
-    initialisation (residual convs x0.1) so activations stay in range."""
+    initialisation (residual convs x0.1) so activations stay in range. The released file has 23
+    blocks; fewer keep the test fast (spandrel reads the block count from the keys)."""
     g = torch.Generator().manual_seed(seed)
 
     def conv(out_c, in_c, scale=1.0):
@@ -113,6 +114,16 @@ def direct(desc, frames: np.ndarray) -> np.ndarray:
 
 # -- tests -----------------------------------------------------------------------------------------
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine, two threads spin against other processes
+    and run these small convolutions ~10x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def general_files():
     return {"general": {"params": compact_state(1)}, "wdn": {"params": compact_state(2)}}
@@ -121,7 +132,7 @@ def general_files():
 @pytest.mark.parametrize("strength", [1.0, 0.3])
 def test_general_x4v3_equals_spandrel_on_the_blended_weights(tmp_path, general_files, strength):
     reg = _entries(tmp_path, **general_files)
-    frames = textured(3, 20, 28)
+    frames = textured(2, 12, 16)
     stage = RealESRGANStage(reg, "realesrgan", device="cpu")
     out = stage.process(Clip(frames, 8.0), {"denoise_strength": strength, "tile": 0})
     a, b = general_files["general"]["params"], general_files["wdn"]["params"]
@@ -129,7 +140,7 @@ def test_general_x4v3_equals_spandrel_on_the_blended_weights(tmp_path, general_f
     desc = spandrel.ModelLoader().load_from_state_dict(blended)
     assert desc.architecture.id == "Compact" and desc.scale == 4
     expected = direct(desc, frames)
-    assert out.frames.shape == (3, 80, 112, 3) and out.fps == 8.0
+    assert out.frames.shape == (2, 48, 64, 3) and out.fps == 8.0
     np.testing.assert_array_equal(out.frames, expected)
     if strength == 1.0:  # strength 1 is the general file alone, as spandrel loads it from disk
         from_file = spandrel.ModelLoader().load_from_file(tmp_path / shipped_path(json.loads(
@@ -151,7 +162,7 @@ def test_changing_the_strength_reblends_the_resident_network(tmp_path, general_f
 
 def test_x4plus_equals_spandrel_loading_the_released_file(tmp_path):
     reg = _entries(tmp_path, x4plus={"params_ema": rrdb_state(3), "params": rrdb_state(4)})
-    frames = textured(2, 16, 20, seed=1)
+    frames = textured(2, 12, 16, seed=1)
     stage = RealESRGANStage(reg, "realesrgan-x4plus", device="cpu")
     assert [p.name for p in stage.param_specs()] == ["scale", "tile"]  # no blend: one file
     out = stage.process(Clip(frames, 8.0), {"tile": 0})
@@ -161,20 +172,20 @@ def test_x4plus_equals_spandrel_loading_the_released_file(tmp_path):
     np.testing.assert_array_equal(out.frames, direct(desc, frames))
     half = stage.process(Clip(frames, 8.0), {"tile": 0, "scale": 2}).frames
     x4 = torch.from_numpy(direct(desc, frames)).float()  # rounded x4; x2 box-averages unrounded values
-    assert half.shape == (2, 32, 40, 3)
-    box = x4.permute(0, 3, 1, 2).reshape(2, 3, 32, 2, 40, 2).mean((3, 5)).permute(0, 2, 3, 1).numpy()
+    assert half.shape == (2, 24, 32, 3)
+    box = x4.permute(0, 3, 1, 2).reshape(2, 3, 24, 2, 32, 2).mean((3, 5)).permute(0, 2, 3, 1).numpy()
     assert np.abs(half.astype(float) - box).max() <= 1.0
 
 
 @pytest.mark.parametrize("key", ["general", "x4plus"])
 def test_tiled_equals_untiled_within_one_grey_level(tmp_path, general_files, key):
-    files = general_files if key == "general" else {"x4plus": {"params_ema": rrdb_state(5, blocks=4)}}
+    files = general_files if key == "general" else {"x4plus": {"params_ema": rrdb_state(5)}}
     reg = _entries(tmp_path, **files)
     name = "realesrgan" if key == "general" else "realesrgan-x4plus"
     stage = RealESRGANStage(reg, name, device="cpu")
-    clip = Clip(textured(1, 72, 88, seed=2), 8.0)
+    clip = Clip(textured(1, 56, 64, seed=2), 8.0)
     whole = stage.process(clip, {"tile": 0}).frames.astype(int)
-    tiled = stage.process(clip, {"tile": 32}).frames.astype(int)  # 3 x 3 tiles
+    tiled = stage.process(clip, {"tile": 24}).frames.astype(int)  # 3 x 3 tiles, 16 px of context
     assert np.abs(whole - tiled).max() <= 1
 
 

@@ -104,5 +104,15 @@ def run_licences(run_data: Mapping[str, Any], registry: Any = None) -> dict[str,
     return licence_record(registry, [n for n in names if n])
 
 
-__all__ = ["COMMERCIAL_USE", "ALLOWED_FOR_COMMERCIAL", "allows_commercial", "refusal", "check_commercial",
+def chain_licences(record: Mapping[str, Any] | None, generator: str, stages: Iterable[str]) -> dict[str, Any] | None:
+    """The models (generator, then the chain's stages) that touched one chain's clip and their
+    most restrictive commercial_use, from a run's licence record (None without one)."""
+    if not record:
+        return None
+    known = record.get("models") or {}
+    names = [n for n in dict.fromkeys([generator, *stages]) if n in known]
+    return {"models": names, "commercial_use": least(known[n]["commercial_use"] for n in names)}
+
+
+__all__ = ["chain_licences", "COMMERCIAL_USE", "ALLOWED_FOR_COMMERCIAL", "allows_commercial", "refusal", "check_commercial",
            "licence_of", "licence_record", "least", "describe", "run_licences", "summary"]

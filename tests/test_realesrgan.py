@@ -244,3 +244,31 @@ def test_spandrel_imports_without_torchvision_and_leaves_it_absent():
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() in ("absent", "torchvision installed")
+
+
+def test_chains_through_the_service_and_model_manager(tmp_path, general_files):
+    """realesrgan inside chains (e.g. before a temporal denoiser), its network held by the model
+    manager, parameters addressed by the registry name, licences recorded in run.json."""
+    from core.service import JobRequest, Studio, StudioSettings
+
+    _entries(tmp_path, **general_files, x4plus={"params_ema": rrdb_state(6)})
+    studio = Studio(StudioSettings(root=tmp_path, outputs=tmp_path / "out", models=REPO / "models.json",
+                                   min_free_bytes=0, device="cpu"))
+    assert {"realesrgan", "realesrgan-x4plus"} <= {i.name for i in studio.model_infos("upscaler") if i.available}
+    photo = textured(1, 80, 120)[0]
+    events = list(studio.run_job(JobRequest(
+        image=photo, params={"width": 32, "height": 24, "num_frames": 3},
+        chains=("none", "realesrgan+nlmeans", "upscale"), roles={"upscale": "realesrgan-x4plus"},
+        stage_params={"realesrgan": {"scale": 2, "denoise_strength": 0.7}, "realesrgan-x4plus": {"tile": 16}},
+        commercial_only=True)))
+    assert events[-1].kind == "done", events[-1].error
+    run = studio.open_run(events[-1].run_id)
+    stages = {name: c["stages"] for name, c in run.data["chains"].items()}
+    assert [s["stage"] for s in stages["realesrgan+nlmeans"]] == ["realesrgan", "nlmeans"]
+    assert stages["realesrgan+nlmeans"][0]["output_size"] == [64, 48]
+    assert stages["realesrgan+nlmeans"][0]["params"]["denoise_strength"] == 0.7
+    assert stages["upscale"][0]["stage"] == "realesrgan-x4plus" and stages["upscale"][0]["output_size"] == [128, 96]
+    assert {"realesrgan", "realesrgan-x4plus", "nlmeans"} <= set(run.data["licences"]["models"])
+    assert studio.manager.is_resident("realesrgan") and studio.manager.is_resident("realesrgan-x4plus")
+    # the resident network was blended for this job
+    assert studio.manager.get("realesrgan").denoise == 0.7

@@ -685,9 +685,10 @@ def export_run(
             files.append(path)
             chain_files.append(path.name)
         manifest["chains"][name] = {"index": index, "files": chain_files}
-        stage_names = [s.get("stage", "") for s in entry.get("stages") or [] if isinstance(s, Mapping)]
-        manifest["chains"][name]["licences"] = chain_licences(manifest["licences"], manifest["generator"]["model"],
-                                                               stage_names)
+        if manifest["licences"] is not None:  # per chain: the generator and that chain's stages
+            stage_names = [s.get("stage", "") for s in entry.get("stages") or [] if isinstance(s, Mapping)]
+            manifest["licences"].setdefault("chains", {})[name] = chain_licences(
+                manifest["licences"], manifest["generator"]["model"], stage_names)
     prog((steps - 1) / steps, "run files")
     sources = {"camera-json": r.dir / "camera.json", "run-json": r.dir / RUN_JSON, "metrics-json": r.dir / "metrics.json"}
     for fmt in picked_formats:

@@ -3,7 +3,8 @@ model, and assign it strictly. Each family keeps only its key map (released key 
 
 Accepted files: `.safetensors`, or torch pickles (`.pt` / `.ckpt` / `.pth` / `.bin`, zip or
 legacy format) holding a raw state dict or one wrapped as `{"state_dict": ...}` (Lightning),
-`{"module": ...}` (DeepSpeed) or `{"params_ema": ...}` / `{"params": ...}` (BasicSR). Only tensors are unpickled (`weights_only=True`).
+`{"module": ...}` (DeepSpeed) or `{"params_ema": ...}` / `{"params": ...}` (BasicSR, e.g.
+Real-ESRGAN). Only tensors are unpickled (`weights_only=True`).
 
 Memory: safetensors files are read one tensor at a time (the header alone for inspection);
 zip-format torch files are memory-mapped. `assign_strict` assigns the given tensors into the

@@ -272,3 +272,20 @@ def test_chains_through_the_service_and_model_manager(tmp_path, general_files):
     assert studio.manager.is_resident("realesrgan") and studio.manager.is_resident("realesrgan-x4plus")
     # the resident network was blended for this job
     assert studio.manager.get("realesrgan").denoise == 0.7
+
+
+def test_cuda_precision_follows_the_entry_options():
+    from core.errors import ConfigError
+    from core.postprocess.realesrgan import _cuda_dtype
+
+    r = Registry.load(REPO / "models.json")
+    e = r.get("realesrgan")
+    assert _cuda_dtype(r, e, "auto") == torch.float16  # models.json: fp16 on CUDA
+    bf16 = Registry.from_dict({"models": {"x": {**json.loads((REPO / "models.json").read_text())["models"]["realesrgan"],
+                                                "options": {"architecture": "Compact", "precision": "bf16"}}}},
+                              root=REPO)
+    assert _cuda_dtype(bf16, bf16.get("x"), "fp16") == torch.bfloat16
+    bad = Registry.from_dict({"models": {"x": {"kind": "upscaler", "variant": "realesrgan",
+                                               "options": {"precision": "int8"}}}}, root=REPO)
+    with pytest.raises(ConfigError, match="options.precision"):
+        _cuda_dtype(bad, bad.get("x"), "auto")

@@ -139,6 +139,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     for name in ("elevations_deg", "azimuths_deg"):  # SV3D-P's orbit, as the SVD tool took it
         if getattr(args, name, None) is not None:
             params[name] = getattr(args, name)
+    if args.commercial_only:  # refused before any photo is read, with the licence's reason
+        studio.check_commercial(args.model, chains, roles)
     amount = args.amount
     distance = args.distance
     failures = 0
@@ -158,7 +160,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 camera=CameraSpec(mode="preset", preset=preset, amount=amount, distance=distance),
                 prompt=args.prompt, negative_prompt=args.negative_prompt, seed=args.seed, params=params,
                 chains=tuple(chains), roles=roles, save_frames=args.frames,
-                measure_adherence=args.adherence,
+                measure_adherence=args.adherence, commercial_only=args.commercial_only,
                 seconds=args.seconds, output_fps=args.fps, overlap=args.overlap,  # long shots
             )
             # The bar and the time left come from the job's timeline (measured rates), not from
@@ -221,7 +223,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         params=studylib.parse_assignments(args.param), roles=roles,
         stage_params=studylib.parse_stage_params(args.stage_param), prompt=args.prompt,
         negative_prompt=args.negative_prompt, amount=args.amount, distance=args.distance,
-        seconds=args.seconds)
+        seconds=args.seconds, commercial_only=args.commercial_only)
     from .runs import ensure_writable_dir
 
     out = ensure_writable_dir(Path(args.out).expanduser(), "--out")
@@ -354,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--fps", type=float, default=None,
                    help="output frame rate with --seconds (AI frames are interpolated to it)")
     g.add_argument("--overlap", type=int, default=1, help="frames shared by consecutive segments (default 1)")
+    g.add_argument("--commercial-only", action="store_true",
+                   help="refuse models whose licence does not allow commercial use (e.g. Upscale-A-Video), with the reason")
     g.add_argument("--adherence", action="store_true",
                    help="score how well each video follows its camera path (structure from motion)")
     g.add_argument("--models", default=None, help="model registry (default models.json)")
@@ -378,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--amount", type=float, default=None, help="move amount (default: each preset's)")
     s.add_argument("--distance", type=float, default=None, help="translation scale (default: each preset's)")
     s.add_argument("--seconds", type=float, default=None, help="shot length in seconds (default: the model's clip)")
+    s.add_argument("--commercial-only", action="store_true",
+                   help="refuse models whose licence does not allow commercial use, with the reason")
     s.add_argument("--models", default=None, help="model registry (default models.json)")
     s.add_argument("--device", default="auto")
     s.add_argument("--dtype", default="auto")

@@ -15,7 +15,7 @@ in run.json, then the chain and the model that made the clip, both from fixed vo
 * ``run-json`` / ``metrics-json``: the run record and every metric of every chain.
 
 Every export also carries ``export.json``: which chain each number stands for, the formats,
-and what watermark was applied. `zip_run` bundles one export into a zip for a download button
+what watermark was applied, and the licences of the models that touched each chain (core.licences). `zip_run` bundles one export into a zip for a download button
 and caches it by its options under ``<outputs>/exports/<run id>/``.
 
 Watermarks. The visible one is text drawn with PIL at the bottom-right corner, white with a dark
@@ -68,12 +68,13 @@ import unicodedata
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from .clip import Clip
 from .errors import InputError, StudioError
+from .licences import chain_licences, run_licences
 from .progress import Progress, ProgressFn, as_progress
 from .runs import RUN_JSON, Run, atomic_output, atomic_write_bytes, outputs_root, to_json_text
 
@@ -645,6 +646,8 @@ def export_run(
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         # which model made the clips ("no-AI preview" for the embedded Ken Burns renderer)
         "generator": _generator_of(r),
+        # the licences of every model that touched the clips (recorded in run.json by the job)
+        "licences": run_licences(r.data),
     }
     if wm is not None and wm.invisible:
         manifest["watermark"]["payload"] = wm.payload or r.id
@@ -682,6 +685,10 @@ def export_run(
             files.append(path)
             chain_files.append(path.name)
         manifest["chains"][name] = {"index": index, "files": chain_files}
+        if manifest["licences"] is not None:  # per chain: the generator and that chain's stages
+            stage_names = [s.get("stage", "") for s in entry.get("stages") or [] if isinstance(s, Mapping)]
+            manifest["licences"].setdefault("chains", {})[name] = chain_licences(
+                manifest["licences"], manifest["generator"]["model"], stage_names)
     prog((steps - 1) / steps, "run files")
     sources = {"camera-json": r.dir / "camera.json", "run-json": r.dir / RUN_JSON, "metrics-json": r.dir / "metrics.json"}
     for fmt in picked_formats:

@@ -32,12 +32,14 @@ from .errors import ConfigError, InputError, StudioError, Unavailable
 from . import longshot
 from .generators.base import GenerateRequest, Generator, SegmentOptions
 from .jobs import JobEvent, JobInfo, JobRegistry, ProgressUpdate  # JobEvent: re-exported
+from .licences import ALLOWED_FOR_COMMERCIAL, check_commercial, licence_record
 from .params import ParamSpec, resolve_params
 from .postprocess import chains as chainlib
 from .postprocess.base import Stage
 from .progress import Progress, ProgressFn, as_progress
 from .registry import FETCH_COMMAND, Availability, ModelEntry, Registry
 
+_OPENCV_LICENSE = "https://github.com/opencv/opencv/blob/4.x/LICENSE"
 # Entries that must exist even when models.json is missing or broken: the embedded default
 # does the whole job with no weights and no GPU.
 BUILTIN_MODELS: dict[str, Any] = {
@@ -45,24 +47,24 @@ BUILTIN_MODELS: dict[str, Any] = {
         "kind": "generator", "variant": "kenburns", "label": "Ken Burns preview (no AI)",
         "description": "Moves a virtual camera over the photo as if it were a flat picture. Instant, "
                        "needs no weights or GPU; no parallax and nothing new is imagined.",
-        "license": "MIT (this project)",
+        "license": "MIT (this project)", "commercial_use": "yes",
     },
     "nlmeans": {
         "kind": "denoiser", "variant": "nlmeans", "label": "OpenCV temporal NL-means",
         "description": "Non-local means over a 5-frame window (OpenCV). No weights.",
-        "license": "Apache-2.0 (OpenCV)",
+        "license": "Apache-2.0 (OpenCV)", "commercial_use": "yes", "license_url": _OPENCV_LICENSE,
     },
     "lanczos": {
         "kind": "upscaler", "variant": "lanczos", "label": "Lanczos x2/x4",
         "description": "Classical Lanczos resampling (OpenCV). No weights.",
-        "license": "Apache-2.0 (OpenCV)",
+        "license": "Apache-2.0 (OpenCV)", "commercial_use": "yes", "license_url": _OPENCV_LICENSE,
     },
     # -- frame interpolation (role "interpolate") --
     "dis-interp": {
         "kind": "interpolator", "variant": "dis-interp", "label": "Optical-flow interpolation (DIS)",
         "description": "New frames between frames (x2/x3/x4 or a target fps) from OpenCV DIS optical flow in "
                        "both directions, blended where the flow is consistent (occlusion-aware). No weights.",
-        "license": "Apache-2.0 (OpenCV)",
+        "license": "Apache-2.0 (OpenCV)", "commercial_use": "yes", "license_url": _OPENCV_LICENSE,
     },
 }
 
@@ -79,6 +81,7 @@ MANAGED_VARIANTS: dict[str, tuple[str, str, str]] = {
     "fastdvdnet": ("stage", "core.postprocess.fastdvdnet", "FastDVDnetStage"),
     "upscale-a-video": ("stage", "core.postprocess.upscale_a_video", "UpscaleAVideoStage"),
     "rife": ("stage", "core.postprocess.rife", "RIFEStage"),
+    "realesrgan": ("stage", "core.postprocess.realesrgan", "RealESRGANStage"),
 }
 MAX_ASPECT = 20  # longest photo side / shortest (panoramas are 2:1 to 8:1)
 
@@ -186,6 +189,8 @@ class JobRequest:
     output_fps: float | None = None
     overlap: int = 1
     resume_run: str | None = None
+    # Refuse (with the reason) any model whose licence does not allow commercial use (core.licences).
+    commercial_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -209,6 +214,13 @@ class ModelInfo:
     fps: float | None = None
     role: str | None = None
     params: tuple[ParamSpec, ...] = ()
+    commercial_use: str = "unknown"  # yes | conditions | no | unknown (core.licences)
+    license_url: str = ""
+
+    @property
+    def commercial_ok(self) -> bool:
+        """Whether "commercial use only" admits this model."""
+        return self.commercial_use in ALLOWED_FOR_COMMERCIAL
 
     @property
     def display(self) -> str:
@@ -321,7 +333,8 @@ class Studio:
             except StudioError as exc:
                 av = Availability(False, str(exc))
             infos.append(ModelInfo(e.name, e.kind, e.variant, e.label, e.description, e.license, e.needs_gpu,
-                                   av.available, av.reason, **extra))
+                                   av.available, av.reason, commercial_use=e.commercial_use,
+                                   license_url=e.license_url, **extra))
         infos.sort(key=lambda i: not i.available)
         return infos
 
@@ -544,10 +557,12 @@ class Studio:
             if on_progress is not None:
                 on_progress(u)
         try:
-            generator = self.generator(request.model)
-            self._require_available(request.model)
             chain_texts = _normalise_chains(request.chains)
             roles = {**chainlib.DEFAULT_ROLES, **dict(request.roles)}
+            if request.commercial_only:  # refused before anything loads, with the licence's reason
+                self.check_commercial(request.model, chain_texts, roles)
+            generator = self.generator(request.model)
+            self._require_available(request.model)
             stages = self._stages_for(chain_texts, roles)
             params = resolve_params(generator.param_specs(), request.params,
                                     self.registry.get(request.model).defaults)
@@ -599,6 +614,8 @@ class Studio:
                 entry = self.registry.get(request.model)
                 run.add_model(request.model, kind="generator", label=entry.label, variant=entry.variant,
                               weights=self._weight_hashes(entry))
+                # the licences of every model that can touch the clips (generator and stages)
+                run.update(licences=licence_record(self.registry, [request.model, *stages]))
 
                 has_post = any(c != "none" for c in chain_texts)
                 gen_prog = timeline.step(steps_for["generate"])
@@ -802,6 +819,17 @@ class Studio:
             self._require_available(n)
             stages[n] = self.stage(n)
         return stages
+
+    def check_commercial(self, model: str, chains: Sequence[str], roles: Mapping[str, str] | None = None) -> None:
+        """InputError with the reason when the generator `model` or a stage of `chains` (chain
+        texts; role words resolved with `roles`) has a licence that does not allow commercial use."""
+        roles = {**chainlib.DEFAULT_ROLES, **dict(roles or {})}
+        known = tuple(e.name for e in self.registry if e.kind in STAGE_KINDS)
+        names = [model]
+        for c in _normalise_chains(chains):
+            if c != "none":
+                names += chainlib.parse_chain(c, roles, extra=known)
+        check_commercial(self.registry, names)
 
     def _require_available(self, name: str) -> None:
         """Unavailable with the reason (and, when weights are missing, the command that fetches them)."""

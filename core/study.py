@@ -253,6 +253,8 @@ class StudySpec:
     distance: float | None = None
     # Shot length in seconds (None: the model's native clip); the path gets seconds x model fps frames.
     seconds: float | None = None
+    # Refuse models whose licence does not allow commercial use (core.licences), before any cell runs.
+    commercial_only: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "images", tuple(Path(p) for p in self.images))
@@ -281,6 +283,7 @@ class StudySpec:
             "prompt": self.prompt, "negative_prompt": self.negative_prompt,
             "amount": self.amount, "distance": self.distance,
             **({"seconds": self.seconds} if self.seconds is not None else {}),
+            **({"commercial_only": True} if self.commercial_only else {}),
         }
 
     def cells(self) -> list[Cell]:
@@ -412,6 +415,8 @@ def iter_study(
     Cancelled (after writing the reports of the finished cells), and any other exception, stop
     it with the cell marked cancelled / interrupted.
     """
+    if spec.commercial_only:  # the whole study is refused up front, with the licence's reason
+        studio.check_commercial(spec.model, spec.chains, spec.roles)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     prog = as_progress(progress)
@@ -505,6 +510,7 @@ def _run_cell(studio: Any, spec: StudySpec, cell: Cell, progress: Progress,
         camera=camera,
         prompt=spec.prompt, negative_prompt=spec.negative_prompt, seed=spec.seed, params=dict(spec.params),
         chains=tuple(spec.chains), roles=dict(spec.roles), stage_params={k: dict(v) for k, v in spec.stage_params.items()},
+        commercial_only=spec.commercial_only,
     )
     measured: dict[str, dict[str, Any]] = {}
     run_id = None
@@ -956,6 +962,8 @@ def task_command(spec: StudySpec, out: Path, *, python: str, models: str | None 
         args += ["--distance", repr(float(spec.distance))]
     if spec.seconds is not None:
         args += ["--seconds", repr(float(spec.seconds))]
+    if spec.commercial_only:
+        args += ["--commercial-only"]
     if models:
         args += ["--models", str(Path(models).resolve())]
     args += ["--out", str(out.resolve())]

@@ -35,11 +35,12 @@ from .feedback import (ClickBook, PhotoInput, camera_export_path, error_line, ge
                        named_downloads, scroll_on_finish, status_error, status_note, status_ok)
 from .figures import camera_figure, metric_figure, quality_figure
 from . import longshot as ui_longshot  # Length / Output fps controls, segment marks, seam line
+from . import commercial  # the "Commercial use only" switch
 from .study_tab import build_export_panel, build_study_tab
 from .uploads import uploaded_file
 from .camera_notes import camera_note as path_note_for
 from .players import SYNC_JS, Player, build_compare_panel, players_html
-from .runs_models import MODEL_HEADERS, RUN_HEADERS, RUN_TYPES, model_rows, run_rows
+from .runs_models import MODEL_HEADERS, MODEL_TYPES, RUN_HEADERS, RUN_TYPES, model_rows, run_rows
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 GPU = "gpu"  # the one concurrency id of every event that uses the device
@@ -227,6 +228,9 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                         model = gr.Dropdown(choices=[(i.display, i.name) for i in generators], value=default_model,
                                             label="Generator", elem_id="model")
                         model_note = gr.Markdown(elem_classes="dim")
+                        commercial_box = gr.Checkbox(value=False, label=commercial.LABEL, info=commercial.HELP,
+                                                     elem_id="commercial-only")
+                        commercial_note = gr.Markdown(elem_id="commercial-note")
                         param_boxes: dict[str, Any] = {}
                         param_controls: list[tuple[str, ParamSpec, Any]] = []
                         with gr.Accordion("Generator settings", open=False):
@@ -372,7 +376,8 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
 
             # ------------------------------------------------------------------ Models
             with gr.Tab("Models", id="models"):
-                models_table = gr.Dataframe(headers=MODEL_HEADERS, interactive=False, wrap=True, max_height=1200,
+                models_table = gr.Dataframe(headers=MODEL_HEADERS, datatype=MODEL_TYPES, interactive=False, wrap=True,
+                                            max_height=1200,
                                             elem_id="models-table")
                 with gr.Row():
                     dl_pick = gr.Dropdown(label="Fetch weights of", choices=[
@@ -697,6 +702,7 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
                     chains=tuple(picked), roles={"denoise": data[denoiser], "upscale": data[upscaler],
                                                    "interpolate": data[interpolator]},
                     stage_params=stage_params, **ui_longshot.length_fields(data[length_s], data[out_fps]),
+                    commercial_only=bool(data[commercial_box]),
                 )
                 job = studio.submit_job(job_request, user=_user(request))
             except Exception as exc:  # one status line; the last results stay
@@ -883,7 +889,19 @@ def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
         caption_btn.click(do_caption, [photo_state, caption_prompt], [prompt], concurrency_id=GPU,
                           concurrency_limit=1, api_name="caption")
 
-        gen_inputs = {model, photo, photo_state, prompt, adherence_box, seed, chains, custom_chain, denoiser,
+        def commercial_changed(on, gen, den, up, interp):
+            """Commercial use only: hide the models whose licence forbids it (or states none)."""
+            out = []
+            for infos, cur, fb in ((generators, gen, "kenburns"), (denoisers, den, "nlmeans"),
+                                   (upscalers, up, "lanczos"), (interpolators, interp, "dis-interp")):
+                opts, value = commercial.choices(infos, bool(on), cur, fb)
+                out.append(gr.update(choices=opts, value=value))
+            return out + [commercial.hidden_note(generators + denoisers + upscalers + interpolators, bool(on))]
+
+        commercial_box.change(commercial_changed, [commercial_box, model, denoiser, upscaler, interpolator],
+                              [model, denoiser, upscaler, interpolator, commercial_note], queue=False)
+
+        gen_inputs = {commercial_box, model, photo, photo_state, prompt, adherence_box, seed, chains, custom_chain, denoiser,
                       upscaler, interpolator, variant, *cam_inputs, length_s, out_fps,
                       *(c for _, _, c in param_controls),
                       *(c for _, _, c in stage_controls)}

@@ -34,8 +34,6 @@ from typing import Mapping
 
 from torch import Tensor
 
-from .model import SCHEDULE_BUFFERS
-
 # (upstream prefix, our prefix)
 _PREFIXES: tuple[tuple[str, str], ...] = (
     ("model.diffusion_model.", "unet."),
@@ -60,6 +58,13 @@ _RENAMES: dict[str, tuple[tuple[str, str], ...]] = {
     ),
 }
 
+# Upstream DDPM buffers (top-level keys of the checkpoints), in their registration (= state-dict) order.
+SCHEDULE_BUFFERS = (
+    "betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod",
+    "sqrt_one_minus_alphas_cumprod", "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod",
+    "sqrt_recipm1_alphas_cumprod", "posterior_variance", "posterior_log_variance_clipped",
+    "posterior_mean_coef1", "posterior_mean_coef2",
+)
 TOP_LEVEL_BUFFERS = SCHEDULE_BUFFERS + ("scale_arr",)
 
 

@@ -81,24 +81,24 @@ def _rename(rest: str, renames: tuple[tuple[str, str], ...], reverse: bool) -> s
     return rest[1:]
 
 
-def to_ours(key: str) -> str:
-    """Upstream (``lvdm``) key -> our state-dict key. KeyError for keys of no known component."""
+def _convert(key: str, reverse: bool) -> str:
     if key in TOP_LEVEL_BUFFERS:
         return key
     for upstream, ours in _PREFIXES:
-        if key.startswith(upstream):
-            return ours + _rename(key[len(upstream):], _RENAMES.get(ours, ()), reverse=False)
+        src, dst = (ours, upstream) if reverse else (upstream, ours)
+        if key.startswith(src):
+            return dst + _rename(key[len(src):], _RENAMES.get(ours, ()), reverse=reverse)
     raise KeyError(key)
+
+
+def to_ours(key: str) -> str:
+    """Upstream (``lvdm``) key -> our state-dict key. KeyError for keys of no known component."""
+    return _convert(key, reverse=False)
 
 
 def to_upstream(key: str) -> str:
     """Our state-dict key -> upstream (``lvdm``) key. KeyError for keys of no known component."""
-    if key in TOP_LEVEL_BUFFERS:
-        return key
-    for upstream, ours in _PREFIXES:
-        if key.startswith(ours):
-            return upstream + _rename(key[len(ours):], _RENAMES.get(ours, ()), reverse=True)
-    raise KeyError(key)
+    return _convert(key, reverse=True)
 
 
 def upstream_entries(state_dict: Mapping[str, Tensor]) -> list[tuple[str, tuple[int, ...], str]]:

@@ -4,12 +4,15 @@ post-process every chain -> write each chain's video and metrics -> summary.
 `plan` parses and checks the whole request before anything runs (a bad request never leaves a
 run folder); `run_walkthrough` then goes through the steps in order, yielding a `JobEvent`
 after each product and recording it in the run's `run.json` as it goes, so a failure or a
-cancel later in the job loses nothing already produced.
+cancel later in the job loses nothing already produced. The device (GPU) is held only while
+a model computes: encoding videos and measuring metrics are CPU work and run outside the
+device lock, so they never keep the next job off the device.
 """
 
 from __future__ import annotations
 
 import hashlib
+import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -255,38 +258,63 @@ class ChainWriter:
 
 def post_process(studio: "Studio", p: JobPlan, clip: Clip, writer: ChainWriter, timeline, steps_for,
                  cancel_event: threading.Event) -> Iterator[JobEvent]:
-    """Run the chains in a worker thread so each finished chain can be yielded at once."""
+    """Run the chains, yielding each chain's event as soon as it is written.
+
+    The chains compute on the device in a worker thread; each finished chain comes back over a
+    queue and is written (encoded, measured) here, in the job's thread, while the worker gives
+    the device up: CPU work never keeps another job off the device. The worker takes the device
+    back when the write has ended, so one job's steps still run in order (its timeline, progress
+    and memory are as if it ran alone).
+    """
     post_prog = timeline.step(steps_for["post"])
-    pending: list[JobEvent] = []
-    done = threading.Event()
-    error: list[BaseException] = []
+    finished: queue.Queue = queue.Queue()  # (ChainResult, written) items, then _DONE or the worker's error
+    device = studio._device_lock
 
-    def on_result(res: chainlib.ChainResult) -> None:
-        pending.append(writer.record(res.name, res.clip, [r.to_dict() for r in res.records]))
-
-    def work():
+    def on_result(res: chainlib.ChainResult) -> None:  # in the worker, which holds the device once
+        written = threading.Event()
+        finished.put((res, written))
+        device.release()
         try:
-            with studio._device_lock:
+            # a job whose consumer went away sets its cancel flag; the next stage then stops
+            while not written.wait(0.5) and not cancel_event.is_set():
+                pass
+        finally:
+            device.acquire()
+
+    def work() -> None:
+        try:
+            with device:
                 studio._with_oom(lambda: chainlib.run_chains(
                     clip, p.post, p.stage_params, post_prog, roles=p.roles, stages_by_name=p.stages,
                     on_result=on_result, stage_progress=lambda k, prefix: timeline.step(steps_for[prefix])),
                     task="post-processing")
-        except BaseException as exc:  # re-raised in the caller's thread
-            error.append(exc)
-        finally:
-            done.set()
+        except BaseException as exc:  # re-raised in the job's thread
+            finished.put(exc)
+        else:
+            finished.put(_DONE)
 
-    t = threading.Thread(target=work, name="studio-chains", daemon=True)
-    t.start()
+    worker = threading.Thread(target=work, name="studio-chains", daemon=True)
+    worker.start()
     while True:
-        finished = done.wait(0.05)
-        while pending:
-            yield pending.pop(0)
-        if finished:
+        item = finished.get()
+        if item is _DONE:
             break
-    t.join()
-    if error:
-        raise error[0]
+        if isinstance(item, BaseException):
+            worker.join()
+            raise item
+        res, written = item
+        try:
+            event = writer.record(res.name, res.clip, [r.to_dict() for r in res.records])
+        except BaseException:
+            cancel_event.set()  # the worker stops at its next step instead of computing for nothing
+            raise
+        finally:
+            written.set()
+        yield event
+    worker.join()
+
+
+_DONE = object()  # end of the chain worker's results
 
 
 def _write_summary(run, measures: dict[str, dict[str, Any]], result: GenerateResult) -> list[dict[str, Any]]:

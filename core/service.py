@@ -37,7 +37,8 @@ from .postprocess.base import Stage
 from .progress import Progress, ProgressFn, as_progress
 from .registry import FETCH_COMMAND, Availability, ModelEntry, Registry
 from .walkthrough import jsonable as _jsonable  # noqa: F401 - used by core.tour
-from .walkthrough import run_walkthrough, stages_for
+from .jobplan import stages_for
+from .walkthrough import run_walkthrough
 
 # --------------------------------------------------------------------------------- the service
 

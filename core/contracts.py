@@ -155,12 +155,22 @@ class ModelInfo:
 
 # --------------------------------------------------------------------------------- parsing
 
+def chain_name(text: str) -> str:
+    """The canonical text of one chain: lower-case words joined by "+" without spaces
+    (" Denoise + Upscale" -> "denoise+upscale"); "none" when it names no stage."""
+    return "+".join(w.strip().lower() for w in str(text).split("+") if w.strip()) or "none"
+
+
 def normalise_chains(chains: Sequence[str]) -> list[str]:
+    """The chains of a request, each as `chain_name` writes it, first occurrence kept. Each item
+    may hold several chains separated by commas ("none, denoise+upscale"). At least 1, at most 12."""
     out: list[str] = []
     for c in chains:
         for part in str(c).split(","):
-            name = "+".join(w.strip().lower() for w in part.split("+") if w.strip())
-            if name and name not in out:
+            if not part.replace("+", "").strip():
+                continue  # an empty item between commas
+            name = chain_name(part)
+            if name not in out:
                 out.append(name)
     if not out:
         raise InputError("Pick at least one chain (none, denoise, upscale, denoise+upscale, upscale+denoise).")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 from core.errors import InputError
@@ -53,3 +54,30 @@ def test_cami2v_options_from_resolved_params_are_the_defaults():
     params = resolve_params(param_specs_for(VARIANTS["cami2v-512"]), {"steps": 250, "frame_stride": 10})
     assert SamplingOptions.from_params(params) == SamplingOptions(steps=250, frame_stride=10)
     SamplingOptions.from_params(params).check()
+
+
+def test_chain_text_is_normalised_in_one_place():
+    from core.apiargs import chains_arg
+    from core.contracts import chain_name, normalise_chains
+
+    assert chain_name(" Denoise + UPSCALE ") == "denoise+upscale"
+    assert chain_name("") == "none"
+    assert normalise_chains(["none, Denoise+ upscale", "denoise+upscale", " upscale "]) == [
+        "none", "denoise+upscale", "upscale"]
+    # the API's argument check keeps the text; the service normalises it the same way
+    assert normalise_chains(chains_arg("Denoise , upscale")) == ["denoise", "upscale"]
+    with pytest.raises(InputError, match="at least one chain"):
+        normalise_chains([" , "])
+
+
+def test_the_photo_rule_is_one_rule():
+    from core.photo import MAX_ASPECT, MIN_SIDE, check_photo
+
+    ok = np.zeros((MIN_SIDE, MIN_SIDE * MAX_ASPECT, 3), np.uint8)
+    assert check_photo(ok) is ok
+    for bad, match in ((np.zeros((MIN_SIDE - 1, 64, 3), np.uint8), "too small"),
+                       (np.zeros((MIN_SIDE, MIN_SIDE * MAX_ASPECT + 1, 3), np.uint8), f"more than {MAX_ASPECT}:1"),
+                       (np.zeros((64, 64), np.uint8), "RGB image"),
+                       (np.zeros((64, 64, 3), np.float32), "RGB image")):
+        with pytest.raises(InputError, match=match):
+            check_photo(bad)

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from ...errors import InputError
 from ...params import ParamSpec
+from ...photo import check_photo
 from ...progress import Progress, as_progress
 from ...sampling import (Conditioning, GeneratorNoise, GuidedDenoiser, Guidance, NoiseSource, ddim_timesteps,
                          make_schedule, sample_ddim)
@@ -149,12 +150,8 @@ def cover_crop(image: np.ndarray, width: int, height: int) -> tuple[torch.Tensor
     Resize target sizes are truncated to ints and the crop offsets floored, as upstream; the
     resize is antialiased bilinear on uint8 (rounded), as torchvision's on a uint8 tensor.
     """
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise InputError(f"The image must be an (H, W, 3) uint8 RGB array, got "
-                         f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}.")
+    image = check_photo(image)  # the service's one photo rule, not limits of its own
     h0, w0 = image.shape[:2]
-    if h0 < 8 or w0 < 8:
-        raise InputError(f"The image is too small ({w0}x{h0}); it needs at least 8x8 pixels.")
     if w0 / h0 > width / height:
         rh, rw = height, int(w0 * height / h0)
     else:

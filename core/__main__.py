@@ -133,7 +133,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     paths = [p.strip() for p in args.path.split(",") if p.strip()]
     if not paths:
         raise InputError("--path needs at least one camera preset (e.g. push-in).")
-    chains = [c.strip() for c in args.chains.split(",") if c.strip()]
+    chains = (args.chains,)  # comma-separated chain texts: the service parses them (core.contracts)
     roles = {"denoise": args.denoiser, "upscale": args.upscaler, "interpolate": args.interpolator}
     params = _parse_params(args.param)
     for name in ("elevations_deg", "azimuths_deg"):  # SV3D-P's orbit, as the SVD tool took it

@@ -53,6 +53,7 @@ import numpy as np
 
 from . import camera as cam
 from .clip import Clip
+from .contracts import chain_name
 from .errors import InputError, StudioError
 from .progress import Progress, as_progress
 
@@ -237,8 +238,7 @@ class Tour:
                              f"{MAX_SIZE[0]}x{MAX_SIZE[1]} (e.g. 1280x720), got {self.width}x{self.height}.")
         object.__setattr__(self, "width", w)
         object.__setattr__(self, "height", h)
-        object.__setattr__(self, "chain", "+".join(p.strip().lower() for p in str(self.chain or "none").split("+")
-                                                   if p.strip()) or "none")
+        object.__setattr__(self, "chain", chain_name(self.chain or "none"))
         object.__setattr__(self, "roles", dict(self.roles or {}))
         object.__setattr__(self, "params", dict(self.params or {}))
         seed = _number(self.seed, "Seed")

@@ -729,7 +729,7 @@ class CameraPath:
     def save_realestate10k(self, path: str | Path, fps: float = 10.0) -> None:
         """Write the RealEstate10K text atomically: a full disk is `OutOfDiskSpace` and leaves
         neither a partial nor an empty file."""
-        from .runs import atomic_write_bytes
+        from .fileio import atomic_write_bytes
 
         atomic_write_bytes(path, self.to_realestate10k(fps=fps).encode("utf-8"))
 

@@ -54,7 +54,8 @@ from . import camera as cam
 from .errors import Cancelled, InputError, StudioError
 from .postprocess.chains import DEFAULT_ROLES, STANDARD_CHAINS
 from .progress import Progress, ProgressFn, as_progress
-from .runs import atomic_output, atomic_write_bytes, sha256_file, to_json_text
+from .fileio import atomic_output, atomic_write_bytes, to_json_text
+from .hashing import sha256_file
 
 SCHEMA = 1
 STATE_FILE = "study.json"

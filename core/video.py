@@ -41,7 +41,7 @@ from .clip import Clip
 from .errors import InputError
 from .limits import MAX_VIDEO_PIXELS, check_video_pixels
 from .progress import Progress, ProgressFn, as_progress
-from .runs import atomic_output
+from .fileio import atomic_output
 
 DEFAULT_CRF = 18
 DEFAULT_PNG_FPS = 8.0

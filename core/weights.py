@@ -22,7 +22,6 @@ command, the source URL and the target path. The hub token comes from `HF_TOKEN`
 from __future__ import annotations
 
 import argparse
-import hashlib
 import http.client
 import io
 import os
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .errors import Cancelled, CheckpointError, ConfigError, StudioError, WeightsMissing
+from .hashing import ByteFn, file_digests, git_blob_id, sha256_file  # noqa: F401 (re-exported)
 from .progress import Progress, ProgressFn, as_progress
 from .registry import FETCH_COMMAND, ModelEntry, Registry, WeightFile
 
@@ -45,8 +45,6 @@ DEFAULT_REGISTRY = Path(__file__).resolve().parents[1] / "models.json"
 HF_URL = "https://huggingface.co"
 CHUNK = 1 << 20
 USER_AGENT = "cami2v-studio-weights/1"
-
-ByteFn = Callable[[int, "int | None"], None]  # (bytes done, bytes total or None)
 
 _locks: dict[Path, threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -66,38 +64,6 @@ def offline_mode() -> bool:
 
 
 # -- checksums ------------------------------------------------------------------------------------
-
-def file_digests(path: Path, *, sha256: bool = True, git_blob: bool = True,
-                 on_bytes: ByteFn | None = None) -> dict[str, str]:
-    """sha256 and/or git blob id (sha1 of b"blob <size>\\0" + content) in one read."""
-    size = path.stat().st_size
-    h256 = hashlib.sha256() if sha256 else None
-    h1 = hashlib.sha1(b"blob %d\0" % size) if git_blob else None
-    done = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            if h256 is not None:
-                h256.update(chunk)
-            if h1 is not None:
-                h1.update(chunk)
-            done += len(chunk)
-            if on_bytes is not None:
-                on_bytes(done, size)
-    out = {}
-    if h256 is not None:
-        out["sha256"] = h256.hexdigest()
-    if h1 is not None:
-        out["git_blob"] = h1.hexdigest()
-    return out
-
-
-def sha256_file(path: str | Path) -> str:
-    return file_digests(Path(path), git_blob=False)["sha256"]
-
-
-def git_blob_id(path: str | Path) -> str:
-    return file_digests(Path(path), sha256=False)["git_blob"]
-
 
 def file_mismatch(path: Path, wf: WeightFile, on_bytes: ByteFn | None = None) -> str | None:
     """None if `path` matches every check models.json gives for `wf`, else what differs."""

@@ -51,6 +51,7 @@ from .fileio import (DEFAULT_MIN_FREE_BYTES, PART_RE as _PART_RE, FreeSpaceFn, a
                      atomic_write_bytes, atomic_write_json, check_free_space, ensure_writable_dir,
                      remove_path as _remove, to_json_text)
 from .hashing import sha256_bytes, sha256_file  # noqa: F401
+from .imagefiles import FORMAT_EXTENSIONS
 
 SCHEMA = 1
 RUN_JSON = "run.json"
@@ -68,7 +69,7 @@ FILE_PATTERNS: dict[str, str] = {
     "camera": "camera.json",
 }
 # Input image formats (as detected by PIL, never from the upload's name) -> file extension.
-INPUT_EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif", "GIF": ".gif"}
+INPUT_EXTENSIONS = FORMAT_EXTENSIONS
 
 # With per-user runs, each authenticated user's runs live in <outputs>/users/<user_folder(name)>/.
 USERS_DIR = "users"

@@ -54,6 +54,7 @@ import numpy as np
 from . import camera as cam
 from .clip import Clip
 from .errors import InputError, StudioError
+from .imagefiles import FORMAT_EXTENSIONS
 from .progress import Progress, as_progress
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -84,7 +85,6 @@ PHOTO_FILE = "photo-{index:02d}{ext}"
 SHOT_CRF, SHOT_PRESET = 14, "ultrafast"
 # "veryfast" encodes 720p about 4x faster than "medium" for a file ~10-20% larger at the same crf.
 TOUR_CRF, TOUR_PRESET = 18, "veryfast"
-_PHOTO_EXT = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif", "GIF": ".gif"}
 
 
 # --------------------------------------------------------------------------------- the model
@@ -602,7 +602,7 @@ def iter_tour(studio: "Studio", tour: Tour | None = None, progress: Progress | N
         local_shots = []
         shas = []
         for i, ((data, fmt), shot) in enumerate(zip(photos, tour.shots)):
-            dest = run.dir / PHOTO_FILE.format(index=i, ext=_PHOTO_EXT.get(fmt.upper(), ".img"))
+            dest = run.dir / PHOTO_FILE.format(index=i, ext=FORMAT_EXTENSIONS.get(fmt.upper(), ".img"))
             if not (dest.is_file() and dest.read_bytes() == data):
                 atomic_write_bytes(dest, data)
             shas.append(sha256_bytes(data))

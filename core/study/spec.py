@@ -17,6 +17,7 @@ from typing import Any, Iterator, Mapping, Sequence
 from .. import camera as cam
 from ..errors import InputError, StudioError
 from ..fileio import atomic_write_bytes, to_json_text
+from ..imagefiles import IMAGE_EXTENSIONS, images_in  # noqa: F401 (IMAGE_EXTENSIONS re-exported)
 from ..postprocess.chains import DEFAULT_ROLES, STANDARD_CHAINS  # noqa: F401 (re-exported)
 from ..progress import Progress
 
@@ -34,7 +35,6 @@ SLURM_SCRIPT = "study-array.sh"
 SLURM_MANIFEST = "study-array.json"
 LOCK_FILE = ".study.lock"
 DEFAULT_PATHS = ("push-in", "slide-left", "pan-left")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 CELL_STATUSES = ("pending", "running", "complete", "failed", "cancelled", "interrupted")
 VARIANTS = {"native": "at each clip's own size", "common": "at the generator's size (resolution-aligned)",
             "study": "UvA study definitions (grey SSIM 7x7, range of the first frame)"}
@@ -63,18 +63,7 @@ TAIL_COLUMNS = ("run_id", "video")
 def find_images(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
     """Photos from a file, a folder (its images, sorted by name) or a list of files/folders."""
     specs = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
-    out: list[Path] = []
-    for s in specs:
-        p = Path(s).expanduser()
-        if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS)
-            if not found:
-                raise InputError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) in {p}.")
-            out.extend(found)
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise InputError(f"No such image or folder: {p}.")
+    out = [p for s in specs for p in images_in(s)]
     if not out:
         raise InputError("Pick at least one photo for the study.")
     return [p.resolve() for p in out]

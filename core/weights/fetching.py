@@ -1,50 +1,24 @@
-"""Fetch, verify and list the weight files that models.json names.
+"""Fetch and verify the files of a models.json entry (see `core.weights` for the rules)."""
 
-    python -m core.weights list                   # name, kind, available or why not
-    python -m core.weights fetch NAME [NAME...]   # download what is missing, then verify
-    python -m core.weights verify NAME [NAME...]  # check size / sha256 / git blob id
-
-Sources, per file of an entry (see `core.registry`):
-
-* `repo` + `filename`: one file from the Hugging Face hub (`hf_hub_download`, resumable);
-* `repo` + `"snapshot": true`: the whole repo into the folder `path` (`snapshot_download`);
-* `url`: a plain HTTPS download, resumed with an HTTP Range request from `<path>.part`;
-* neither: a local file, used as is; its `manual` text says how to obtain it.
-
-A file that already exists and verifies is never fetched again. A file whose `size`, `sha256`
-or `git_blob` (sha1 of b"blob <size>\\0" + content, the id git and the hub show for small files)
-does not match is moved aside as `<path>.corrupt` and refused with CheckpointError. No network,
-offline mode (`HF_HUB_OFFLINE=1`) or a gated repo gives one WeightsMissing line naming the
-command, the source URL and the target path. The hub token comes from `HF_TOKEN` (or
-`hf auth login`).
-"""
 
 from __future__ import annotations
 
-import argparse
-import http.client
-import io
 import os
 import shutil
-import sys
 import threading
-import urllib.error
-import urllib.parse
-import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
-from .errors import Cancelled, CheckpointError, ConfigError, StudioError, WeightsMissing
-from .hashing import ByteFn, file_digests, git_blob_id, sha256_file  # noqa: F401 (re-exported)
-from .progress import Progress, ProgressFn, as_progress
-from .registry import FETCH_COMMAND, ModelEntry, Registry, WeightFile
+from ..errors import Cancelled, CheckpointError, ConfigError, StudioError, WeightsMissing
+from ..download import (HF_URL, USER_AGENT, DownloadFailed, _hub_error, _hub_file,  # noqa: F401
+                       _hub_snapshot, download_url, offline_mode, snapshot_complete)
+from ..hashing import CHUNK, ByteFn, file_digests, git_blob_id, sha256_file  # noqa: F401 (re-exported)
+from ..progress import Progress, ProgressFn, as_progress
+from ..registry import FETCH_COMMAND, ModelEntry, Registry, WeightFile
 
-DEFAULT_REGISTRY = Path(__file__).resolve().parents[1] / "models.json"
-HF_URL = "https://huggingface.co"
-CHUNK = 1 << 20
-USER_AGENT = "cami2v-studio-weights/1"
+DEFAULT_REGISTRY = Path(__file__).resolve().parents[2] / "models.json"
 
 _locks: dict[Path, threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -53,14 +27,6 @@ _locks_guard = threading.Lock()
 def _lock_for(path: Path) -> threading.Lock:
     with _locks_guard:
         return _locks.setdefault(path.resolve(), threading.Lock())
-
-
-def offline_mode() -> bool:
-    """HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE, read at call time (not at import)."""
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
-            return True
-    return False
 
 
 # -- checksums ------------------------------------------------------------------------------------
@@ -115,196 +81,6 @@ def source_url(wf: WeightFile) -> str:
             return f"{HF_URL}/{wf.repo}{rev}"
         return f"{HF_URL}/{wf.repo}/resolve/{wf.revision or 'main'}/{wf.filename}"
     return wf.url or (wf.manual or "no automatic source")
-
-
-# -- plain HTTPS ------------------------------------------------------------------------------------
-
-class DownloadFailed(Exception):
-    """A transfer failed; `reason` is one human line, `status` the HTTP code if any."""
-
-    def __init__(self, reason: str, status: int | None = None):
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
-
-
-def download_url(url: str, dest: str | Path, *, expected_size: int | None = None,
-                 on_bytes: ByteFn | None = None, check: Callable[[Path], None] | None = None,
-                 allowed_schemes: Sequence[str] = ("https",), timeout: float = 60.0,
-                 headers: dict[str, str] | None = None) -> Path:
-    """Stream `url` into `dest`, resuming `<dest>.part` with a Range request when it exists.
-
-    `check(part)` runs on the complete `.part` before it is renamed to `dest` (raise to refuse
-    it). Raises DownloadFailed (network, HTTP status, truncated transfer; the `.part` is kept
-    for the next attempt) or ConfigError for a URL scheme not in `allowed_schemes`.
-    """
-    dest = Path(dest)
-    scheme = urllib.parse.urlsplit(url).scheme.lower()
-    if scheme not in allowed_schemes:
-        raise ConfigError(f"{url}: only {' or '.join(s + '://' for s in allowed_schemes)} URLs are downloaded.")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    have = part.stat().st_size if part.exists() else 0
-    if expected_size is not None and have > expected_size:
-        part.unlink()
-        have = 0
-    if not (expected_size is not None and have == expected_size and have > 0):
-        have = _transfer(url, part, have, expected_size, on_bytes, timeout, headers or {})
-    if check is not None:
-        check(part)
-    os.replace(part, dest)
-    return dest
-
-
-def _transfer(url: str, part: Path, have: int, expected_size: int | None, on_bytes: ByteFn | None,
-              timeout: float, headers: dict[str, str]) -> int:
-    req_headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **headers}
-    if have:
-        req_headers["Range"] = f"bytes={have}-"
-    req = urllib.request.Request(url, headers=req_headers)
-    try:
-        resp = urllib.request.urlopen(req, timeout=timeout)
-    except urllib.error.HTTPError as exc:
-        if exc.code == 416 and have:
-            # The server has nothing past what we hold: the .part is already complete.
-            return have
-        raise DownloadFailed(f"the server answered HTTP {exc.code} {exc.reason}", exc.code) from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise DownloadFailed(f"no connection to {urllib.parse.urlsplit(url).netloc} ({reason})") from None
-    with resp:
-        status = resp.status
-        resumed = have > 0 and status == 206 and _range_start(resp.headers.get("Content-Range")) == have
-        if not resumed:
-            have = 0
-        length = resp.headers.get("Content-Length")
-        total = have + int(length) if length and length.isdigit() else expected_size
-        done = have
-        try:
-            with open(part, "ab" if resumed else "wb") as f:
-                while chunk := resp.read(CHUNK):
-                    f.write(chunk)
-                    done += len(chunk)
-                    if on_bytes is not None:
-                        on_bytes(done, total)
-        except (OSError, http.client.HTTPException) as exc:
-            raise DownloadFailed(f"the transfer broke off after {done} bytes ({exc}); run the same command again to resume") from None
-    if total is not None and done < total:
-        raise DownloadFailed(f"the transfer broke off after {done} of {total} bytes; run the same command again to resume")
-    return done
-
-
-def _range_start(content_range: str | None) -> int | None:
-    # "bytes 100-199/200"
-    if not content_range or not content_range.startswith("bytes "):
-        return None
-    try:
-        return int(content_range[6:].split("-", 1)[0])
-    except ValueError:
-        return None
-
-
-# -- the hub ----------------------------------------------------------------------------------------
-
-def _forwarding_tqdm(on_bytes: ByteFn) -> type:
-    """A tqdm class for huggingface_hub that reports bytes to `on_bytes` and prints nothing."""
-    from tqdm.auto import tqdm
-
-    class Forward(tqdm):
-        def __init__(self, *args: Any, **kwargs: Any):
-            kwargs.pop("name", None)
-            kwargs["file"] = io.StringIO()
-            kwargs["disable"] = False
-            super().__init__(*args, **kwargs)
-
-        def update(self, n: float | None = 1) -> bool | None:
-            out = super().update(n)
-            on_bytes(int(self.n), int(self.total) if self.total else None)
-            return out
-
-    return Forward
-
-
-def _hub_error(exc: BaseException, wf: WeightFile) -> tuple[str, bool] | None:
-    """(reason, config_problem) for a huggingface_hub / network failure, or None if unknown."""
-    from huggingface_hub import errors as hf
-
-    if isinstance(exc, hf.HFValidationError):
-        return f"invalid repo id or file name ({exc})".replace("\n", " "), True
-    if isinstance(exc, hf.OfflineModeIsEnabled):
-        return "offline mode is on (HF_HUB_OFFLINE=1)", False
-    if isinstance(exc, hf.GatedRepoError):
-        return (f"{wf.repo} is a gated repo: accept its terms at {HF_URL}/{wf.repo} and set HF_TOKEN", False)
-    if isinstance(exc, hf.RevisionNotFoundError):
-        return f"revision {wf.revision!r} does not exist in {wf.repo}", True
-    if isinstance(exc, hf.RemoteEntryNotFoundError):
-        return f"{wf.repo} has no file {wf.filename!r}", True
-    if isinstance(exc, hf.RepositoryNotFoundError):
-        return (f"{wf.repo} was not found or needs a token (HTTP 401/404): check the name, or set HF_TOKEN", False)
-    status = _http_status(exc)
-    if status in (401, 403):
-        return (f"access denied (HTTP {status}): {wf.repo} may be gated or private; accept its terms at "
-                f"{HF_URL}/{wf.repo} and set HF_TOKEN", False)
-    if isinstance(exc, hf.LocalEntryNotFoundError):
-        if offline_mode():
-            return "offline mode is on (HF_HUB_OFFLINE=1)", False
-        return "the Hugging Face hub cannot be reached (no network?)", False
-    if isinstance(exc, hf.HfHubHTTPError):
-        return f"the hub answered HTTP {status}", False
-    if isinstance(exc, (OSError, ConnectionError)) or type(exc).__module__.startswith(("httpx", "httpcore")):
-        return f"the Hugging Face hub cannot be reached ({type(exc).__name__}: {exc})".replace("\n", " "), False
-    return None
-
-
-def _http_status(exc: BaseException) -> int | None:
-    """The HTTP status behind a hub error; huggingface_hub sometimes wraps it (a 403 on the
-    metadata request surfaces as LocalEntryNotFoundError)."""
-    seen = 0
-    cur: BaseException | None = exc
-    while cur is not None and seen < 6:
-        response = getattr(cur, "response", None)
-        code = getattr(response, "status_code", None)
-        if isinstance(code, int):
-            return code
-        cur = cur.__cause__ or cur.__context__
-        seen += 1
-    return None
-
-
-def _hub_file(wf: WeightFile, staging: Path, *, token: str | None, endpoint: str | None,
-              on_bytes: ByteFn | None, bar: bool) -> Path:
-    from huggingface_hub import hf_hub_download
-
-    kwargs: dict[str, Any] = {}
-    if on_bytes is not None and not bar:
-        kwargs["tqdm_class"] = _forwarding_tqdm(on_bytes)
-    got = hf_hub_download(wf.repo, wf.filename, revision=wf.revision, local_dir=staging, token=token,
-                          endpoint=endpoint, local_files_only=offline_mode(), **kwargs)
-    return Path(got)
-
-
-def _hub_snapshot(wf: WeightFile, target: Path, *, token: str | None, endpoint: str | None,
-                  on_bytes: ByteFn | None, bar: bool) -> Path:
-    from huggingface_hub import snapshot_download
-
-    kwargs: dict[str, Any] = {}
-    if on_bytes is not None and not bar:
-        kwargs["tqdm_class"] = _forwarding_tqdm(on_bytes)
-    if wf.include:
-        kwargs["allow_patterns"] = list(wf.include)
-    got = snapshot_download(wf.repo, revision=wf.revision, local_dir=target, token=token, endpoint=endpoint,
-                            local_files_only=offline_mode(), **kwargs)
-    return Path(got)
-
-
-def snapshot_complete(folder: Path) -> bool:
-    """A snapshot folder exists, is not empty, and holds no unfinished hub download."""
-    if not folder.is_dir():
-        return False
-    if not any(p for p in folder.iterdir() if p.name != ".cache"):
-        return False
-    pending = folder / ".cache" / "huggingface" / "download"
-    return not (pending.is_dir() and any(pending.rglob("*.incomplete")))
 
 
 # -- fetch / verify -------------------------------------------------------------------------------
@@ -579,90 +355,3 @@ def _prune_empty(folder: Path) -> None:
         folder.rmdir()
     except OSError:
         pass
-
-
-# -- CLI ----------------------------------------------------------------------------------------------
-
-def _add_registry_option(parser: argparse.ArgumentParser) -> None:
-    # On the main parser and on every command, so --registry works before or after the command;
-    # SUPPRESS keeps a command's parser from overwriting a value given before it.
-    parser.add_argument("--registry", type=Path, default=argparse.SUPPRESS,
-                        help="models.json to use (default: the project's)")
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m core.weights", description="Fetch, verify and list model weights.")
-    _add_registry_option(p)
-    sub = p.add_subparsers(dest="command", required=True)
-    f = sub.add_parser("fetch", help="download the files of one or more models, then verify them")
-    f.add_argument("names", nargs="+", metavar="NAME")
-    f.add_argument("--no-optional", action="store_true", help="skip files marked optional")
-    lst = sub.add_parser("list", help="every model, its kind, and whether it can run here")
-    v = sub.add_parser("verify", help="check size / sha256 / git blob id of a model's files")
-    v.add_argument("names", nargs="+", metavar="NAME")
-    for command in (f, lst, v):
-        _add_registry_option(command)
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        registry = Registry.load(vars(args).get("registry", DEFAULT_REGISTRY))
-        if args.command == "list":
-            return _cmd_list(registry)
-        if args.command == "fetch":
-            return _cmd_fetch(registry, args.names, include_optional=not args.no_optional)
-        return _cmd_verify(registry, args.names)
-    except StudioError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        print("interrupted; run the same command again to resume.", file=sys.stderr)
-        return Cancelled.exit_code
-
-
-def _cmd_list(registry: Registry) -> int:
-    rows = list_rows(registry)
-    if not rows:
-        print(f"{registry.source} lists no models.")
-        return 0
-    wn = max(len("NAME"), *(len(r["name"]) for r in rows))
-    wk = max(len("KIND"), *(len(r["kind"]) for r in rows))
-    print(f"{'NAME':<{wn}}  {'KIND':<{wk}}  STATUS")
-    for r in rows:
-        print(f"{r['name']:<{wn}}  {r['kind']:<{wk}}  {r['status']}")
-    return 0
-
-
-def _cmd_fetch(registry: Registry, names: Sequence[str], include_optional: bool) -> int:
-    first_error: StudioError | None = None
-    for name in names:
-        try:
-            reports = fetch(registry, name, bar=True, include_optional=include_optional)
-        except StudioError as err:
-            print(f"error: {err}", file=sys.stderr)
-            first_error = first_error or err
-            continue
-        for r in reports:
-            print(f"{name}: {r.role}: {r.state} {r.path}" + (f" ({r.detail})" if r.detail else ""))
-    return first_error.exit_code if first_error else 0
-
-
-def _cmd_verify(registry: Registry, names: Sequence[str]) -> int:
-    first_error: StudioError | None = None
-    for name in names:
-        try:
-            entry = registry.get(name)
-            reports = verify(registry, name)
-            for r in reports:
-                print(f"{name}: {r.role}: {r.state} {r.path}" + (f" ({r.detail})" if r.detail else ""))
-            raise_for_reports(entry, reports)
-        except StudioError as err:
-            print(f"error: {err}", file=sys.stderr)
-            first_error = first_error or err
-    return first_error.exit_code if first_error else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -34,7 +34,6 @@ from .errors import InputError, StudioError
 from .imagefiles import IMAGE_EXTENSIONS, images_in as _images  # noqa: F401 (IMAGE_EXTENSIONS re-exported)
 
 
-
 def _slug(text: str) -> str:
     s = re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-.")
     return s[:80] or "item"

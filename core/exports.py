@@ -22,7 +22,6 @@ The watermarks themselves (visible text, invisible keyed mark, the installation 
 `core.watermark`; their names stay importable from here.
 """
 
-
 from __future__ import annotations
 
 import datetime as _dt

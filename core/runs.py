@@ -45,7 +45,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .errors import Cancelled, InputError, OutOfDiskSpace, StudioError
+from .errors import Cancelled, InputError, OutOfDiskSpace, StudioError  # noqa: F401 (OutOfDiskSpace re-exported)
 # The file primitives live in core.fileio / core.hashing; they stay importable from here.
 from .fileio import (DEFAULT_MIN_FREE_BYTES, PART_RE as _PART_RE, FreeSpaceFn, atomic_output,  # noqa: F401
                      atomic_write_bytes, atomic_write_json, check_free_space, ensure_writable_dir,

@@ -33,7 +33,6 @@ The invisible one is a keyed spread-spectrum mark in the luminance of 8x8 blocks
   bits disagree with an expected payload.
 """
 
-
 from __future__ import annotations
 
 import contextlib

@@ -56,8 +56,6 @@ def cami2v_ratio_to_amount(ratio: float, num_frames: int = 16) -> float:
     return (n - 1) / (total - 1)
 
 
-
-
 # ---------------------------------------------------------------------------------------------
 # Presets
 

@@ -3,7 +3,6 @@ task folders into one set of reports."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re

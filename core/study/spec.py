@@ -5,7 +5,6 @@ its state file (study.json, rewritten atomically; a lock file keeps two runners 
 from __future__ import annotations
 
 import contextlib
-import csv
 import datetime as _dt
 import hashlib
 import json
@@ -19,7 +18,7 @@ from ..errors import InputError, StudioError
 from ..fileio import atomic_write_bytes, to_json_text
 from ..imagefiles import IMAGE_EXTENSIONS, images_in  # noqa: F401 (IMAGE_EXTENSIONS re-exported)
 from ..postprocess.chains import DEFAULT_ROLES, STANDARD_CHAINS  # noqa: F401 (re-exported)
-from ..progress import Progress
+
 
 SCHEMA = 1
 STATE_FILE = "study.json"

@@ -1,6 +1,5 @@
 """Fetch and verify the files of a models.json entry (see `core.weights` for the rules)."""
 
-
 from __future__ import annotations
 
 import os
@@ -11,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-from ..errors import Cancelled, CheckpointError, ConfigError, StudioError, WeightsMissing
+from ..errors import Cancelled, CheckpointError, ConfigError, WeightsMissing
 from ..download import (HF_URL, USER_AGENT, DownloadFailed, _hub_error, _hub_file,  # noqa: F401
                        _hub_snapshot, download_url, offline_mode, snapshot_complete)
 from ..hashing import CHUNK, ByteFn, file_digests, git_blob_id, sha256_file  # noqa: F401 (re-exported)

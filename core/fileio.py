@@ -187,5 +187,21 @@ def to_json_text(obj: Any) -> str:
     return json.dumps(_finite(obj), indent=2, ensure_ascii=False, allow_nan=False, default=_json_default) + "\n"
 
 
+def jsonable(obj: Any) -> Any:
+    """A JSON-ready copy of a generator's info: mappings (string keys), lists, numpy values and
+    plain scalars as they are, anything else as its `str` (NaN stays; `to_json_text` nulls it)."""
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, to_json_text(obj).encode("utf-8"))

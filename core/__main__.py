@@ -31,25 +31,12 @@ import sys
 from pathlib import Path
 
 from .errors import InputError, StudioError
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+from .imagefiles import IMAGE_EXTENSIONS, images_in as _images  # noqa: F401 (IMAGE_EXTENSIONS re-exported)
 
 
 def _slug(text: str) -> str:
     s = re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-.")
     return s[:80] or "item"
-
-
-def _images(spec: str) -> list[Path]:
-    p = Path(spec).expanduser()
-    if p.is_dir():
-        found = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTENSIONS and q.is_file())
-        if not found:
-            raise InputError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) in {p}.")
-        return found
-    if not p.is_file():
-        raise InputError(f"No such image or folder: {p}.")
-    return [p]
 
 
 def _result_names(images: list[Path]) -> dict[Path, str]:

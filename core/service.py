@@ -39,7 +39,7 @@ from .photo import MAX_ASPECT, check_photo as _check_image  # noqa: F401 - MAX_A
 from .postprocess.base import Stage
 from .progress import Progress, ProgressFn, as_progress
 from .registry import FETCH_COMMAND, Availability, ModelEntry, Registry
-from .walkthrough import jsonable as _jsonable  # noqa: F401 - used by core.tour
+from .fileio import jsonable as _jsonable  # noqa: F401 - the old name, kept for callers
 from .jobplan import stages_for
 from .walkthrough import run_walkthrough
 

@@ -11,12 +11,10 @@ device lock, so they never keep the next job off the device.
 
 from __future__ import annotations
 
-import hashlib
 import queue
 import threading
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
@@ -25,6 +23,8 @@ from . import longshot
 from .clip import Clip
 from .contracts import CameraSpec, JobRequest, basename
 from .errors import StudioError
+from .fileio import jsonable
+from .hashing import cached_sha256_file
 from .generators.base import GenerateRequest, GenerateResult, SegmentOptions
 from .jobplan import JobPlan, make_timeline, plan
 from .jobs import JobEvent, ProgressUpdate
@@ -331,20 +331,6 @@ def _reference_image(image: np.ndarray, crop_box: tuple[int, int, int, int] | No
     return image
 
 
-def jsonable(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (np.generic,)):
-        return obj.item()
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)
-
-
 def weight_hashes(studio: "Studio", entry) -> dict[str, str]:
     """sha256 of each weight file: from models.json when given, else computed once and cached."""
     out = {}
@@ -353,20 +339,5 @@ def weight_hashes(studio: "Studio", entry) -> dict[str, str]:
         if f.sha256:
             out[f.path] = f.sha256
         elif p.is_file():
-            out[f.path] = _cached_sha256(p)
+            out[f.path] = cached_sha256_file(p)
     return out
-
-
-_SHA_CACHE: dict[tuple[str, int, float], str] = {}
-
-
-def _cached_sha256(path: Path) -> str:
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime)
-    if key not in _SHA_CACHE:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                h.update(chunk)
-        _SHA_CACHE[key] = h.hexdigest()
-    return _SHA_CACHE[key]

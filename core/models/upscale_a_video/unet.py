@@ -26,8 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers import timestep_embedding
 from .unet_blocks import (GroupNorm, NoTemporalModule, ResnetBlock, SpatioTemporalTransformer, TemporalModule,
-                          TemporalRope, fold_frames, timestep_embedding, unfold_frames)
+                          TemporalRope, fold_frames, unfold_frames)
 
 @dataclass(frozen=True)
 class UNetVideoParams:

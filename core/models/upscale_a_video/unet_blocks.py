@@ -53,19 +53,6 @@ def group_norm(x: torch.Tensor, groups: int, weight: torch.Tensor, bias: torch.T
     return y.to(x.dtype).view(n, h, w, c).permute(0, 3, 1, 2)
 
 
-def timestep_embedding(timesteps: torch.Tensor, dim: int, flip_sin_to_cos: bool, shift: float,
-                       max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding of (b,) timesteps -> (b, dim) float32 (diffusers `Timesteps`)."""
-    half = dim // 2
-    exponent = -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=timesteps.device)
-    freqs = torch.exp(exponent / (half - shift))
-    args = timesteps.float()[:, None] * freqs[None]
-    emb = torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
-    if flip_sin_to_cos:
-        emb = torch.cat([emb[:, half:], emb[:, :half]], dim=-1)
-    return emb
-
-
 # -- normalisation and convolutions --------------------------------------------------------------
 
 class GroupNorm(nn.Module):

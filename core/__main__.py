@@ -31,25 +31,12 @@ import sys
 from pathlib import Path
 
 from .errors import InputError, StudioError
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+from .imagefiles import IMAGE_EXTENSIONS, images_in as _images  # noqa: F401 (IMAGE_EXTENSIONS re-exported)
 
 
 def _slug(text: str) -> str:
     s = re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-.")
     return s[:80] or "item"
-
-
-def _images(spec: str) -> list[Path]:
-    p = Path(spec).expanduser()
-    if p.is_dir():
-        found = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTENSIONS and q.is_file())
-        if not found:
-            raise InputError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) in {p}.")
-        return found
-    if not p.is_file():
-        raise InputError(f"No such image or folder: {p}.")
-    return [p]
 
 
 def _result_names(images: list[Path]) -> dict[Path, str]:
@@ -133,9 +120,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     paths = [p.strip() for p in args.path.split(",") if p.strip()]
     if not paths:
         raise InputError("--path needs at least one camera preset (e.g. push-in).")
-    chains = [c.strip() for c in args.chains.split(",") if c.strip()]
+    chains = (args.chains,)  # comma-separated chain texts: the service parses them (core.contracts)
     roles = {"denoise": args.denoiser, "upscale": args.upscaler, "interpolate": args.interpolator}
     params = _parse_params(args.param)
+    for name in ("elevations_deg", "azimuths_deg"):  # SV3D-P's orbit, as the SVD tool took it
+        if getattr(args, name, None) is not None:
+            params[name] = getattr(args, name)
+    if args.commercial_only:  # refused before any photo is read, with the licence's reason
+        studio.check_commercial(args.model, chains, roles)
     amount = args.amount
     distance = args.distance
     failures = 0
@@ -155,7 +147,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 camera=CameraSpec(mode="preset", preset=preset, amount=amount, distance=distance),
                 prompt=args.prompt, negative_prompt=args.negative_prompt, seed=args.seed, params=params,
                 chains=tuple(chains), roles=roles, save_frames=args.frames,
-                measure_adherence=args.adherence,
+                measure_adherence=args.adherence, commercial_only=args.commercial_only,
                 seconds=args.seconds, output_fps=args.fps, overlap=args.overlap,  # long shots
             )
             # The bar and the time left come from the job's timeline (measured rates), not from
@@ -218,7 +210,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         params=studylib.parse_assignments(args.param), roles=roles,
         stage_params=studylib.parse_stage_params(args.stage_param), prompt=args.prompt,
         negative_prompt=args.negative_prompt, amount=args.amount, distance=args.distance,
-        seconds=args.seconds)
+        seconds=args.seconds, commercial_only=args.commercial_only)
     from .runs import ensure_writable_dir
 
     out = ensure_writable_dir(Path(args.out).expanduser(), "--out")
@@ -340,6 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--negative-prompt", default="", help="negative prompt for AI generators")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--param", action="append", default=[], help="generator parameter NAME=VALUE (repeatable)")
+    g.add_argument("--elevations-deg", default=None,
+                   help='SV3D-P: one elevation or 21 like "[10,15,20,...]" (the photo\'s view last); replaces --path')
+    g.add_argument("--azimuths-deg", default=None,
+                   help='SV3D-P: 21 azimuths like "[17,34,...,0]" relative to the last (the photo\'s view)')
     g.add_argument("--out", required=True, help="output folder")
     g.add_argument("--frames", action="store_true", help="also write the PNG frames the metrics used")
     g.add_argument("--seconds", type=float, default=None,
@@ -347,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--fps", type=float, default=None,
                    help="output frame rate with --seconds (AI frames are interpolated to it)")
     g.add_argument("--overlap", type=int, default=1, help="frames shared by consecutive segments (default 1)")
+    g.add_argument("--commercial-only", action="store_true",
+                   help="refuse models whose licence does not allow commercial use (e.g. Upscale-A-Video), with the reason")
     g.add_argument("--adherence", action="store_true",
                    help="score how well each video follows its camera path (structure from motion)")
     g.add_argument("--models", default=None, help="model registry (default models.json)")
@@ -371,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--amount", type=float, default=None, help="move amount (default: each preset's)")
     s.add_argument("--distance", type=float, default=None, help="translation scale (default: each preset's)")
     s.add_argument("--seconds", type=float, default=None, help="shot length in seconds (default: the model's clip)")
+    s.add_argument("--commercial-only", action="store_true",
+                   help="refuse models whose licence does not allow commercial use, with the reason")
     s.add_argument("--models", default=None, help="model registry (default models.json)")
     s.add_argument("--device", default="auto")
     s.add_argument("--dtype", default="auto")

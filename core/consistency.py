@@ -111,7 +111,7 @@ class _Buffers:
     at 512x320 allocating the temporaries costs more than the arithmetic."""
 
     def __init__(self, shape: tuple[int, ...]):
-        from .metrics import gaussian_taps
+        from .similarity import gaussian_taps
 
         self.shape = shape
         self.taps = gaussian_taps().astype(np.float32)
@@ -357,7 +357,7 @@ def register_raft(path: str | Path | None = None, device: str = "cpu", iters: in
 
 
 def _summary(values, key: str) -> dict[str, Any]:
-    from .metrics import _summary as summary
+    from .similarity import _summary as summary
 
     return summary(values, key)
 

@@ -37,6 +37,9 @@ PRIOR_RATES: dict[str, float] = {
     "generate:kenburns": 0.6,  # per clip
     "adherence": 2.0,  # structure from motion on the generator's clip (rough)
     "stage:fastdvdnet": 30.0,  # CPU; a GPU replaces it with its own measurement after one run
+    # per output megapixel-frame, CPU fp32, one thread on a loaded 2-core machine (bench/realesrgan.py)
+    "stage:realesrgan": 11.0,
+    "stage:realesrgan-x4plus": 130.0,
 }
 
 

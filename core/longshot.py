@@ -105,7 +105,7 @@ def to_output_fps(clip: Clip, plan: Optional[LengthPlan]) -> Clip:
 def save_shot_camera(run_dir: Path, path: Any) -> None:
     """Keep the shot's N-pose camera path beside its segments (camera.json of the run may be
     rewritten for the retimed clip; resume needs the path the segments were made from)."""
-    from .runs import atomic_write_json
+    from .fileio import atomic_write_json
     from .generators.segments import SEGMENTS_DIR
 
     d = Path(run_dir) / SEGMENTS_DIR

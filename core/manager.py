@@ -20,11 +20,17 @@ import time
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import torch
 
 from .errors import OutOfMemory, StudioError
+from .model_memory import (Managed, available_ram, is_oom, model_bytes, model_device, model_dtype, module_bytes,
+                           module_dtype, moved, same_device, total_ram)
+
+# Managed, module_bytes, module_dtype and is_oom are imported from here by the models' code.
+__all__ = ["DROP", "OFFLOAD", "POLICIES", "DEFAULT_HINTS", "Loader", "Managed", "ModelManager", "is_oom",
+           "module_bytes", "module_dtype"]
 
 log = logging.getLogger(__name__)
 
@@ -41,75 +47,7 @@ _LOAD_ADVICE = "choose a smaller model variant or close other programs that use 
 DEFAULT_HINTS = ("the resolution", "the number of frames", "the number of steps", "the tile size")
 
 
-class Managed(Protocol):
-    """What the manager needs from a non-Module model."""
-
-    nbytes: int
-    device: torch.device
-    dtype: torch.dtype
-
-    def to(self, device: Any) -> Any: ...
-
-
 Loader = Callable[[torch.device], Any]
-
-
-def module_bytes(module: torch.nn.Module) -> int:
-    """Bytes held by a module's parameters and buffers (tied tensors counted once)."""
-    seen: set[int] = set()
-    total = 0
-    for t in list(module.parameters()) + list(module.buffers()):
-        if id(t) in seen:
-            continue
-        seen.add(id(t))
-        total += t.numel() * t.element_size()
-    return total
-
-
-def module_dtype(module: torch.nn.Module) -> torch.dtype:
-    """The dtype most of a module's floating-point parameters have (float32 when it has none)."""
-    counts: Counter[torch.dtype] = Counter()
-    for p in module.parameters():
-        if p.dtype.is_floating_point:
-            counts[p.dtype] += p.numel()
-    return counts.most_common(1)[0][0] if counts else torch.float32
-
-
-def model_bytes(model: Any) -> int:
-    return module_bytes(model) if isinstance(model, torch.nn.Module) else int(model.nbytes)
-
-
-def model_device(model: Any) -> torch.device:
-    if isinstance(model, torch.nn.Module):
-        for t in model.parameters():
-            return t.device
-        for t in model.buffers():
-            return t.device
-        return torch.device("cpu")
-    return torch.device(model.device)
-
-
-def model_dtype(model: Any) -> torch.dtype:
-    return module_dtype(model) if isinstance(model, torch.nn.Module) else model.dtype
-
-
-def is_oom(exc: BaseException) -> bool:
-    """True for a CUDA out-of-memory error, or an allocator failure reported as RuntimeError."""
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    if isinstance(exc, RuntimeError):
-        msg = str(exc).lower()
-        return "out of memory" in msg or "can't allocate memory" in msg or "failed to allocate" in msg
-    return False
-
-
-def same_device(a: torch.device, b: torch.device) -> bool:
-    if a.type != b.type:
-        return False
-    if a.type != "cuda":
-        return True
-    cur = torch.cuda.current_device() if torch.cuda.is_available() else 0
-    return (a.index if a.index is not None else cur) == (b.index if b.index is not None else cur)
 
 
 @dataclass
@@ -168,7 +106,7 @@ class ModelManager:
             _free, total = torch.cuda.mem_get_info(self.device)
             reserve = self.reserve_bytes if self.reserve_bytes is not None else max(4 * GiB, total // 10)
             return max(total - reserve, 0)
-        return _total_ram() // 2
+        return total_ram() // 2
 
     @property
     def used_bytes(self) -> int:
@@ -186,6 +124,12 @@ class ModelManager:
         `device` (the manager moves it there otherwise)."""
         with self._lock:
             self._loaders[name] = loader
+
+    def provider(self, name: str, loader: Loader) -> Callable[[], Any]:
+        """Register `loader` for `name` and return `get()` for it: what a stage or generator
+        receives as its model (loaded on the first call, then resident)."""
+        self.register(name, loader)
+        return lambda: self.get(name)
 
     def get(self, name: str, loader: Loader | None = None, *, size_hint: int | None = None) -> Any:
         """The model `name` on the manager's device: resident, restored from CPU, or loaded.
@@ -353,7 +297,7 @@ class ModelManager:
         def attempt() -> Any:
             model = loader(self.device)
             if not same_device(model_device(model), self.device):
-                model = _moved(model, self.device)
+                model = moved(model, self.device)
             return model
 
         model = self.run_with_oom_recovery(attempt, task=f"loading {name}", advice=_LOAD_ADVICE)
@@ -368,7 +312,7 @@ class ModelManager:
         slot = self._offloaded.pop(name)
         self._make_room(slot.bytes, exclude=name)
         try:
-            slot.model = self.run_with_oom_recovery(lambda: _moved(slot.model, self.device),
+            slot.model = self.run_with_oom_recovery(lambda: moved(slot.model, self.device),
                                                     task=f"moving {name} back to the {self.device.type.upper()}",
                                                     advice=_LOAD_ADVICE)
         except BaseException:
@@ -406,7 +350,7 @@ class ModelManager:
         del self._resident[slot.name]
         if self.policy == OFFLOAD and self.device.type != "cpu" and self._cpu_has_room(slot.bytes):
             try:
-                slot.model = _moved(slot.model, torch.device("cpu"))
+                slot.model = moved(slot.model, torch.device("cpu"))
             except Exception as exc:  # noqa: BLE001 - e.g. 4-bit models cannot move; drop them instead
                 log.info("cannot offload %s to CPU (%s); dropping it", slot.name, exc)
             else:
@@ -419,7 +363,7 @@ class ModelManager:
     def _cpu_has_room(self, nbytes: int) -> bool:
         if self.cpu_budget_bytes is not None and self.offloaded_bytes + nbytes > self.cpu_budget_bytes:
             return False
-        return _available_ram() - 2 * GiB >= nbytes
+        return available_ram() - 2 * GiB >= nbytes
 
     def _collect(self) -> None:
         gc.collect()
@@ -430,36 +374,8 @@ class ModelManager:
             torch.cuda.empty_cache()
 
 
-def _moved(model: Any, device: torch.device) -> Any:
-    out = model.to(device)
-    # nn.Module.to returns self; other objects may return a new one or None.
-    return model if out is None else out
-
-
 def _join(items: Sequence[str]) -> str:
     items = list(items)
     if len(items) <= 1:
         return "".join(items)
     return ", ".join(items[:-1]) + " or " + items[-1]
-
-
-def _total_ram() -> int:
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().total)
-    except ImportError:  # pragma: no cover - psutil comes with accelerate
-        import os
-
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def _available_ram() -> int:
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except ImportError:  # pragma: no cover
-        import os
-
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")

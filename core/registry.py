@@ -10,7 +10,9 @@ Schema (one object; `models` maps a registry name to an entry):
           "variant": "cami2v",            # which implementation builds it
           "label": "CamI2V 512x320",      # what the UI shows
           "description": "...",
-          "license": "...",
+          "license": "MIT",               # SPDX id or the licence's name (of the weights)
+          "commercial_use": "yes",        # yes | conditions | no | unknown (see core.licences)
+          "license_url": "https://...",   # where the terms are
           "needs_gpu": false,             # true: listed as unavailable without CUDA
           "requires": ["transformers"],   # importable Python modules it needs
           "defaults": {"steps": 25},      # default parameters (validated by the model)
@@ -43,15 +45,16 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .errors import ConfigError, WeightsMissing
+from .licences import COMMERCIAL_USE
 
 KINDS = ("generator", "captioner", "denoiser", "upscaler", "interpolator")
 # The kind each known implementation provides: an entry claiming another can never work, so it is
 # refused when models.json is read rather than when a job first uses it. Unknown variants are
 # left to the code that builds them (it names the entry then).
 VARIANT_KINDS = {
-    "kenburns": "generator", "cami2v": "generator", "svd": "generator",
+    "kenburns": "generator", "cami2v": "generator", "svd": "generator", "sv3d": "generator",
     "nlmeans": "denoiser", "fastdvdnet": "denoiser",
-    "lanczos": "upscaler", "upscale-a-video": "upscaler",
+    "lanczos": "upscaler", "upscale-a-video": "upscaler", "realesrgan": "upscaler",
     "qwen2-vl": "captioner",
     "dis-interp": "interpolator", "rife": "interpolator",
 }
@@ -102,6 +105,8 @@ class ModelEntry:
     label: str
     description: str = ""
     license: str = ""
+    commercial_use: str = "unknown"  # one of core.licences.COMMERCIAL_USE
+    license_url: str = ""
     needs_gpu: bool = False
     requires: tuple[str, ...] = ()
     defaults: Mapping[str, Any] = field(default_factory=dict)
@@ -259,8 +264,8 @@ def _get(source, name, raw, fld, typ, default=..., allow_none=False, where=""):
     return v
 
 
-_ENTRY_FIELDS = {"kind", "variant", "label", "description", "license", "needs_gpu", "requires", "defaults",
-                 "options", "files"}
+_ENTRY_FIELDS = {"kind", "variant", "label", "description", "license", "commercial_use", "license_url", "needs_gpu",
+                 "requires", "defaults", "options", "files"}
 _FILE_FIELDS = {"role", "path", "repo", "filename", "revision", "url", "sha256", "size", "git_blob", "optional",
                 "manual", "snapshot", "include", "note"}
 
@@ -284,6 +289,12 @@ def _parse_entry(source: str, name: Any, raw: Any) -> ModelEntry:
     for i, r in enumerate(requires):
         if not isinstance(r, str) or not r:
             raise _err(source, name, f"requires[{i}]", "must be a module name")
+    commercial_use = _get(source, name, raw, "commercial_use", str, default="unknown")
+    if commercial_use not in COMMERCIAL_USE:
+        raise _err(source, name, "commercial_use", f"must be one of {', '.join(COMMERCIAL_USE)}, got {commercial_use!r}")
+    license_url = _get(source, name, raw, "license_url", str, default="")
+    if license_url and not license_url.startswith("https://"):
+        raise _err(source, name, "license_url", "must be an https:// URL")
     files_raw = _get(source, name, raw, "files", list, default=[])
     files = []
     roles = set()
@@ -300,6 +311,8 @@ def _parse_entry(source: str, name: Any, raw: Any) -> ModelEntry:
         label=label,
         description=_get(source, name, raw, "description", str, default=""),
         license=_get(source, name, raw, "license", str, default=""),
+        commercial_use=commercial_use,
+        license_url=license_url,
         needs_gpu=_get(source, name, raw, "needs_gpu", bool, default=False),
         requires=tuple(requires),
         defaults=dict(_get(source, name, raw, "defaults", dict, default={})),

@@ -85,6 +85,8 @@ if [ -f requirements-gpu.txt ]; then
 else
   run "${PIP[@]}" "torchvision==$TORCHVISION_VERSION" "${GPU_EXTRAS[@]}" -c constraints.txt
 fi
+# spandrel (Real-ESRGAN) without its declared dependencies, as on the CPU (see requirements.txt)
+run "${PIP[@]}" --no-deps spandrel==0.4.2 -c constraints.txt
 if [ "${WITH_AWQ:-0}" != "0" ]; then
   run "${PIP[@]}" gptqmodel==7.6.0 -c constraints.txt
 fi

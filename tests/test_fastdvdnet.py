@@ -25,7 +25,7 @@ from core.models.fastdvdnet import (
     optimize_for_inference,
     window_indices,
 )
-from core.models.fastdvdnet_loader import inspect_entries, load_fastdvdnet, load_state, read_checkpoint, verify_file
+from core.models.fastdvdnet.loader import inspect_entries, load_fastdvdnet, load_state, read_checkpoint, verify_file
 from core.params import resolve_params
 from core.postprocess.fastdvdnet import FastDVDnetStage, estimate_noise_sigma, load_model
 from core.progress import Progress
@@ -474,3 +474,18 @@ def test_half_precision_on_cuda(fixture_dir: Path, precision: str):
     got = denoise_sequence(model, _thwc_to_tchw(noisy), SIGMA).permute(0, 2, 3, 1).numpy()
     err = np.abs(got - expected)
     assert err.mean() < (2e-3 if precision == "fp16" else 1e-2) and err.max() < 0.1
+
+
+def test_stage_network_is_held_by_the_model_manager(tiny_registry):
+    """One loading path: a registry stage registers its loader with a model manager (its own or
+    a shared one), which loads the network once and can release it."""
+    from core.manager import ModelManager
+
+    reg, _ = tiny_registry
+    manager = ModelManager("cpu", budget_bytes=1 << 30)
+    stage = FastDVDnetStage(reg, manager=manager)
+    assert not manager.is_resident("fastdvdnet")
+    net = stage.network()
+    assert manager.is_resident("fastdvdnet") and manager.get("fastdvdnet") is net
+    assert FastDVDnetStage(reg, manager=manager).network() is net  # a second stage shares it
+    assert manager.unload("fastdvdnet") and stage.network() is not net and manager.stats.loads["fastdvdnet"] == 2

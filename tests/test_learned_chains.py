@@ -113,7 +113,7 @@ def test_learned_chains_through_the_service(stages, golden_dir, tmp_path, monkey
         "upscale-a-video": {"kind": "upscaler", "variant": "upscale-a-video", "label": "UAV (tiny)",
                             "files": [{"role": "unet", "path": "unet.bin"}, {"role": "vae_3d", "path": "vae.bin"},
                                       {"role": "text_encoder", "path": "te.safetensors"}]}}}))
-    tiny = stages["upscale-a-video"]._given
+    tiny = stages["upscale-a-video"].pipeline()
     loads = []
     monkeypatch.setattr(uav, "load_model", lambda registry, entry, device, dtype: loads.append(entry.name)
                         or uav.ResidentPipeline(tiny, torch.float32))

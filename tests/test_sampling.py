@@ -219,3 +219,53 @@ def test_replay_of_recorded_cami2v_sampling(golden_dir):
     for (x, x0), ref in zip(steps, inter["ddim_steps"]):
         torch.testing.assert_close(x, ref["x_prev"], rtol=1e-5, atol=2e-6)
         torch.testing.assert_close(x0, ref["pred_x0"], rtol=1e-5, atol=2e-6)
+
+
+def test_ddim_x0_hook_final_alpha_and_deterministic_runs_draw_nothing():
+    s = make_schedule()
+    den = lambda x, t: to_eps_x0(torch.tanh(x), x, s, t)  # noqa: E731
+    x_T = torch.randn(1, 4, 2, 3, 3, generator=torch.Generator().manual_seed(1))
+    steps = ddim_timesteps(4, spacing="uniform")
+    state = torch.get_rng_state()
+    plain = sample_ddim(den, x_T, s, steps, eta=0.0)
+    assert torch.equal(torch.get_rng_state(), state)  # eta = 0 without a stream: nothing drawn
+    seeded = sample_ddim(den, x_T, s, steps, eta=0.0, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(plain, seeded, rtol=0, atol=0)
+    hooked, used = [], []
+    out = sample_ddim(den, x_T, s, steps, eta=0.0, x0_hook=lambda i, x0: hooked.append(i) or torch.zeros_like(x0),
+                      callback=lambda i, n, x, x0: used.append(float(x0.abs().max())))
+    assert hooked == [0, 1, 2, 3] and used == [0.0] * 4
+    # with x0 = 0 every step keeps only the eps direction: the last one scales by sqrt(1 - final alpha)
+    ones = sample_ddim(den, x_T, s, steps, eta=0.0, x0_hook=lambda i, x0: torch.zeros_like(x0), final_alpha_bar=1.0)
+    assert ones.abs().max() == 0 and out.abs().max() > 0
+    with pytest.raises(ValueError, match="noise draw"):
+        from core.sampling import ddim_update
+        ddim_update(x_T, x_T, 0.5, 0.9, eta=1.0)
+
+
+def test_ddim_update_precisions():
+    """float32 rounds the coefficients as upstream LVDM does, float64 rounds them once; both
+    are the same update to float rounding."""
+    from core.sampling import ddim_update
+
+    g = torch.Generator().manual_seed(2)
+    x0, eps = torch.randn(3, 50, generator=g), torch.randn(3, 50, generator=g)
+    a_t, a_p = 0.123456789, 0.345678912
+    exact = (math.sqrt(a_p) * x0.double() + math.sqrt(1 - a_p) * eps.double())
+    f64 = ddim_update(x0, eps, a_t, a_p, precision=torch.float64)
+    f32 = ddim_update(x0, eps, a_t, a_p)
+    assert torch.equal(f64, float(math.sqrt(a_p)) * x0 + float(math.sqrt(1 - a_p)) * eps)
+    torch.testing.assert_close(f32.double(), exact, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="precision"):
+        ddim_update(x0, eps, a_t, a_p, precision=torch.float16)
+
+
+def test_x0_prediction_round_trip():
+    s = make_schedule()
+    s = type(s)(s.betas, s.alphas_cumprod, "x0")
+    g = torch.Generator().manual_seed(4)
+    x0, eps = torch.randn(2, 8, generator=g), torch.randn(2, 8, generator=g)
+    a = s.alpha_bar(300)
+    d = to_eps_x0(x0, math.sqrt(a) * x0 + math.sqrt(1 - a) * eps, s, 300)
+    assert d.x0 is x0
+    torch.testing.assert_close(d.eps, eps, rtol=1e-5, atol=1e-5)

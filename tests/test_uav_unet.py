@@ -13,9 +13,10 @@ import torch.nn.functional as F
 
 from core.errors import CheckpointError, ConfigError
 from core.models.upscale_a_video import unet as U
+from core.models.upscale_a_video import unet_blocks as B
 from core.models.upscale_a_video.loader import check_unet_config, load_unet
-from core.models.upscale_a_video.unet import (TemporalRope, build_unet, group_norm,
-                                              relative_position_buckets, to_upstream_key)
+from core.models.upscale_a_video.unet import build_unet, to_upstream_key
+from core.models.upscale_a_video.unet_blocks import TemporalRope, group_norm, relative_position_buckets
 
 # The release's configs/unet_video_config.json (values as listed in the manifest notes).
 RELEASE_CONFIG = {
@@ -106,10 +107,10 @@ def test_group_norm_pools_statistics_over_frames():
     b, c, t, h, w = 2, 16, 3, 5, 7
     x5 = torch.randn(b, c, t, h, w, generator=g) * 3 + torch.arange(t).view(1, 1, t, 1, 1)
     weight, bias = torch.randn(c, generator=g), torch.randn(c, generator=g)
-    folded = U.fold_frames(x5)
-    pooled = U.unfold_frames(group_norm(folded, 4, weight, bias, 1e-6, frames=t), t)
+    folded = B.fold_frames(x5)
+    pooled = B.unfold_frames(group_norm(folded, 4, weight, bias, 1e-6, frames=t), t)
     torch.testing.assert_close(pooled, F.group_norm(x5, 4, weight, bias, 1e-6), rtol=1e-5, atol=1e-5)
-    per_frame = U.unfold_frames(group_norm(folded, 4, weight, bias, 1e-6, frames=1), t)
+    per_frame = B.unfold_frames(group_norm(folded, 4, weight, bias, 1e-6, frames=1), t)
     ref = F.group_norm(x5.transpose(1, 2).reshape(b * t, c, h, w), 4, weight, bias, 1e-6)
     torch.testing.assert_close(per_frame, ref.reshape(b, t, c, h, w).transpose(1, 2), rtol=1e-5, atol=1e-5)
     assert (pooled - per_frame).abs().max() > 0.1  # the two really differ on this input
@@ -214,7 +215,7 @@ def test_load_unet_round_trip_from_the_release_layout(tmp_path):
     model = _tiny()
     path = tmp_path / "unet_video.bin"
     state = _save_release_layout(model, path)
-    n_attn = sum(isinstance(m, U.TemporalAttention) for m in model.modules())
+    n_attn = sum(isinstance(m, B.TemporalAttention) for m in model.modules())
     assert sum(k.endswith("rotary_emb.freqs") for k in state) == n_attn + 1  # one per block + the top level
     loaded = load_unet(path, "tiny")
     x, t, lr, ctx, lvl = _tiny_inputs()

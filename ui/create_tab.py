@@ -22,7 +22,9 @@ from core.eta import with_eta
 from core.params import ParamSpec
 from core.service import CameraSpec, JobRequest, ModelInfo, Studio
 
+from . import commercial  # the "Commercial use only" switch
 from . import longshot as ui_longshot  # Length / Output fps controls, segment marks, seam line
+from .camera_notes import camera_note as path_note_for
 from .feedback import request_user as _user
 from .feedback import (ClickBook, PhotoInput, camera_export_path, error_line, generator_caption, named_downloads,
                        status_error, status_note, status_ok)
@@ -91,7 +93,7 @@ def build_create_tab(studio: Studio, demo: gr.Blocks) -> CreateTab:
             gr.Markdown(f"Captioner: {cap.reason}" if cap.available else
                         f"Caption is unavailable: {cap.reason}", elem_classes="dim")
             with gr.Accordion("Caption instructions", open=False):
-                from core.captioner_select import DEFAULT_PROMPT
+                from core.captioner import DEFAULT_PROMPT  # torch-free (core.captioner.defaults)
 
                 caption_prompt = gr.Textbox(value=DEFAULT_PROMPT, label="What to ask the captioner",
                                             lines=3)
@@ -99,6 +101,9 @@ def build_create_tab(studio: Studio, demo: gr.Blocks) -> CreateTab:
             model = gr.Dropdown(choices=[(i.display, i.name) for i in generators], value=default_model,
                                 label="Generator", elem_id="model")
             model_note = gr.Markdown(elem_classes="dim")
+            commercial_box = gr.Checkbox(value=False, label=commercial.LABEL, info=commercial.HELP,
+                                         elem_id="commercial-only")
+            commercial_note = gr.Markdown(elem_id="commercial-note")
             param_boxes: dict[str, Any] = {}
             param_controls: list[tuple[str, ParamSpec, Any]] = []
             with gr.Accordion("Generator settings", open=False):
@@ -253,8 +258,7 @@ def build_create_tab(studio: Studio, demo: gr.Blocks) -> CreateTab:
         else:
             note = f"**{info.label}** · {w}x{h} · {info.num_frames} frames at {info.fps:g} fps" + (
                 f" · licence: {info.license}" if info.license else "")
-        cam_note = "" if info is None or info.camera_control else \
-            "This model has no camera control: the camera path is ignored."
+        cam_note = path_note_for(info)
         boxes = [gr.update(visible=n == name) for n in param_boxes]
         return [note, cam_note,
                 framing_preview(image, w, h, wps)] + boxes
@@ -500,6 +504,7 @@ def build_create_tab(studio: Studio, demo: gr.Blocks) -> CreateTab:
                 chains=tuple(picked), roles={"denoise": data[denoiser], "upscale": data[upscaler],
                                                "interpolate": data[interpolator]},
                 stage_params=stage_params, **ui_longshot.length_fields(data[length_s], data[out_fps]),
+                commercial_only=bool(data[commercial_box]),
             )
             job = studio.submit_job(job_request, user=_user(request))
         except Exception as exc:  # one status line; the last results stay
@@ -547,7 +552,19 @@ def build_create_tab(studio: Studio, demo: gr.Blocks) -> CreateTab:
     caption_btn.click(do_caption, [photo_state, caption_prompt], [prompt], concurrency_id=GPU,
                       concurrency_limit=1, api_name="caption")
 
-    gen_inputs = {model, photo, photo_state, prompt, adherence_box, seed, chains, custom_chain, denoiser,
+    def commercial_changed(on, gen, den, up, interp):
+        """Commercial use only: hide the models whose licence forbids it (or states none)."""
+        out = []
+        for kind_infos, cur, fb in ((generators, gen, "kenburns"), (denoisers, den, "nlmeans"),
+                                    (upscalers, up, "lanczos"), (interpolators, interp, "dis-interp")):
+            opts, value = commercial.choices(kind_infos, bool(on), cur, fb)
+            out.append(gr.update(choices=opts, value=value))
+        return out + [commercial.hidden_note(generators + denoisers + upscalers + interpolators, bool(on))]
+
+    commercial_box.change(commercial_changed, [commercial_box, model, denoiser, upscaler, interpolator],
+                          [model, denoiser, upscaler, interpolator, commercial_note], queue=False)
+
+    gen_inputs = {commercial_box, model, photo, photo_state, prompt, adherence_box, seed, chains, custom_chain, denoiser,
                   upscaler, interpolator, variant, *cam_inputs, length_s, out_fps,
                   *(c for _, _, c in param_controls),
                   *(c for _, _, c in stage_controls)}
@@ -567,19 +584,26 @@ def build_create_tab(studio: Studio, demo: gr.Blocks) -> CreateTab:
                                                  if v.get("metrics")}, var if var != "study" else "native"),
                  [results_state, variant], [quality_plot], queue=False)
 
-    def refresh_catalogue(fresh: list[ModelInfo] | None = None) -> list[Any]:
+    def refresh_catalogue(fresh: list[ModelInfo] | None = None, commercial_only: bool = False) -> list[Any]:
         """Which models are available now (weights may have arrived since start-up): the model
-        notes follow at once, and the pickers' labels as updates for [model, denoiser, upscaler,
-        interpolator]. fresh: `studio.model_infos()` when the caller has it already."""
+        notes and the commercial switch follow at once, and the pickers' labels as updates for
+        [model, denoiser, upscaler, interpolator] (without the models the switch hides when
+        `commercial_only`). fresh: `studio.model_infos()` when the caller has it already."""
         fresh = studio.model_infos() if fresh is None else fresh
         infos.update({i.name: i for i in fresh if i.kind == "generator"})  # one dict for every session
-        return [gr.update(choices=[(i.display, i.name) for i in fresh if i.kind == kind])
-                for kind in ("generator", "denoiser", "upscaler", "interpolator")]
+        updates = []
+        for kind, kind_infos in (("generator", generators), ("denoiser", denoisers), ("upscaler", upscalers),
+                                 ("interpolator", interpolators)):
+            kind_infos[:] = [i for i in fresh if i.kind == kind]  # in place: commercial_changed reads them
+            updates.append(gr.update(choices=[(i.display, i.name)
+                                              for i in commercial.visible(kind_infos, bool(commercial_only))]))
+        return updates
 
     return CreateTab(
         studio=studio, infos=infos, model_size=model_size, click_book=click_book,
         # form
         photo=photo, photo_state=photo_state, preview=preview, prompt=prompt, model=model, model_note=model_note,
+        commercial_box=commercial_box, commercial_note=commercial_note,
         param_boxes=param_boxes, seed=seed, camera_note=camera_note, cam_mode=cam_mode, preset=preset,
         preset_desc=preset_desc, amount=amount, distance=distance, easing=easing, kf_table=kf_table,
         waypoints_state=waypoints_state, depth=depth, cam_inputs=cam_inputs, camera_plot=camera_plot,
@@ -589,7 +613,7 @@ def build_create_tab(studio: Studio, demo: gr.Blocks) -> CreateTab:
         players=players, variant=variant, psnr_plot=psnr_plot, ssim_plot=ssim_plot, table=table,
         results_state=results_state, downloads=downloads, job_outputs=job_outputs, reattached=reattached,
         # shared handlers
-        model_changed=model_changed, update_camera=update_camera, follow_job=follow_job,
+        model_changed=model_changed, commercial_changed=commercial_changed, update_camera=update_camera, follow_job=follow_job,
         render_results=render_results, render_players=render_players, result_downloads=result_downloads,
         refresh_catalogue=refresh_catalogue,
     )

@@ -16,7 +16,7 @@ from core.service import Studio
 
 from .create_tab import CreateTab
 from .feedback import status_error, status_ok
-from .runs_models import MODEL_HEADERS, model_rows
+from .runs_models import MODEL_HEADERS, MODEL_TYPES, model_rows
 
 
 def build_models_tab(studio: Studio, create: CreateTab, pickers: Sequence[tuple[Any, str]] = ()) -> dict[str, Any]:
@@ -24,8 +24,8 @@ def build_models_tab(studio: Studio, create: CreateTab, pickers: Sequence[tuple[
     components, `refresh_models` (run on page load) with its outputs, and `loaded_models` (the
     dashboard polls it). pickers: other tabs' model dropdowns, (component, kind), whose labels
     follow a download too."""
-    models_table = gr.Dataframe(headers=MODEL_HEADERS, interactive=False, wrap=True, max_height=1200,
-                                elem_id="models-table")
+    models_table = gr.Dataframe(headers=MODEL_HEADERS, datatype=MODEL_TYPES, interactive=False, wrap=True,
+                                max_height=1200, elem_id="models-table")
     with gr.Row():
         dl_pick = gr.Dropdown(label="Fetch weights of", choices=[
             (e.label, e.name) for e in studio.registry if e.files], scale=4)
@@ -56,9 +56,10 @@ def build_models_tab(studio: Studio, create: CreateTab, pickers: Sequence[tuple[
     def refresh_models():
         return (model_rows(studio.model_infos()), *loaded_models())
 
-    def download(name, progress=gr.Progress()):
+    def download(name, commercial_only=False, progress=gr.Progress()):
         """Fetch the weights, then show the models as they are now: the table and every model
-        picker (Create, Study, Tour) say "available" at once, without a restart."""
+        picker (Create, Study, Tour) say "available" at once, without a restart (Create's pickers
+        still without the models its "Commercial use only" switch hides)."""
         if not name:
             raise gr.Error("Pick a model to download.")
         try:
@@ -67,12 +68,12 @@ def build_models_tab(studio: Studio, create: CreateTab, pickers: Sequence[tuple[
         except StudioError as exc:
             line = status_error(exc)
         infos = studio.model_infos()
-        return (line, model_rows(infos), *loaded_models(), *create.refresh_catalogue(infos),
+        return (line, model_rows(infos), *loaded_models(), *create.refresh_catalogue(infos, bool(commercial_only)),
                 *(gr.update(choices=[(i.display, i.name) for i in infos if i.kind == kind]) for _, kind in pickers))
 
     refreshed = [models_table, status_table, mem_md]
     status_refresh.click(refresh_models, None, refreshed)
-    dl_btn.click(download, [dl_pick], [dl_log, *refreshed, *create_pickers, *(c for c, _ in pickers)],
+    dl_btn.click(download, [dl_pick, create.commercial_box], [dl_log, *refreshed, *create_pickers, *(c for c, _ in pickers)],
                  concurrency_id="download", concurrency_limit=1)
     return {"table": models_table, "pick": dl_pick, "download": dl_btn, "log": dl_log, "status": status_table,
             "memory": mem_md, "refresh": status_refresh, "refresh_models": refresh_models, "refreshed": refreshed,

@@ -16,7 +16,8 @@ from .players import file_url
 
 RUN_HEADERS = ["photo", "generator", "chains", "status", "created", "run", "error"]
 RUN_TYPES = ["markdown", "str", "str", "str", "str", "str", "str"]
-MODEL_HEADERS = ["name", "kind", "model", "available", "licence", "why not"]
+MODEL_HEADERS = ["name", "kind", "model", "available", "licence", "commercial use", "terms", "why not"]
+MODEL_TYPES = ["str", "str", "str", "str", "str", "str", "markdown", "str"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,9 @@ def run_rows(summaries: Iterable[Any], outputs: Path, labels: dict[str, str]) ->
 
 def model_rows(infos: Iterable[Any]) -> list[list[str]]:
     """Every registry entry (generators, stages and the Qwen2-VL captioners), available first;
-    the licence comes before the long 'why not' so it is never off-screen."""
-    return [[i.name, i.kind, i.label, "yes" if i.available else "no", i.license or "", i.reason or ""]
+    the licence, whether it allows commercial use (yes / conditions / no / unknown) and a link to
+    its terms come before the long 'why not' so they are never off-screen."""
+    return [[i.name, i.kind, i.label, "yes" if i.available else "no", i.license or "",
+             getattr(i, "commercial_use", "unknown"),
+             f"[terms]({i.license_url})" if getattr(i, "license_url", "") else "", i.reason or ""]
             for i in infos]

@@ -15,8 +15,8 @@ from typing import Any, Callable, Sequence
 
 from ..clip import Clip
 from ..errors import OutOfMemory
-# torch-free strings: listing generators (their parameter defaults) must not import torch
-from ..models.prompts import CAMI2V_NEGATIVE_PROMPT, CAMI2V_PROMPT_SUFFIX
+# torch-free: listing generators (their parameters and defaults) must not import torch
+from ..models.cami2v_options import CAMI2V_NEGATIVE_PROMPT, CAMI2V_PROMPT_SUFFIX, SAMPLING_PARAMS
 from ..params import ParamSpec, resolve_params
 from ..progress import Progress, as_progress
 from ..registry import ModelEntry, Registry
@@ -45,28 +45,16 @@ VARIANTS: dict[str, CamI2VVariant] = {
 
 
 def param_specs_for(variant: CamI2VVariant) -> tuple[ParamSpec, ...]:
-    stride_help = ("Source-video frame stride the motion should mimic; the 512 model is told "
-                   "fps = 29.97 // stride, the 256 models the stride itself. Larger means faster motion.")
+    """The sampling controls (`SAMPLING_PARAMS`: one source for their ranges, shared with the
+    pipeline's `SamplingOptions`), with the two prompt texts before the last one, frames per VAE decode."""
+    *sampling, decode_chunk = SAMPLING_PARAMS
     return (
-        ParamSpec("steps", "int", 25, "Sampling steps", 1, 250, 1, help="DDIM steps (trailing spacing)."),
-        ParamSpec("cfg_scale", "float", 5.5, "CFG scale", 1.0, 15.0, 0.5,
-                  help="Text + image classifier-free guidance; 1 turns it off."),
-        ParamSpec("frame_stride", "int", 2, "Frame stride", 1, 10, 1, help=stride_help),
-        ParamSpec("enable_camera", "bool", True, "Camera condition",
-                  help="Off: the camera path is ignored and the model moves freely."),
-        ParamSpec("camera_cfg", "float", 1.0, "Camera CFG", 1.0, 4.0, 0.1,
-                  help="Extra guidance towards the camera path (one more UNet pass per step when > 1)."),
-        ParamSpec("camera_cfg_schedule", "choice", "constant", "Camera CFG schedule",
-                  choices=("constant", "cosine"), help="cosine: camera guidance fades in as noise decreases."),
-        ParamSpec("eta", "float", 1.0, "Eta", 0.0, 1.0, 0.05, help="DDIM noise: 1 = upstream default, 0 = deterministic."),
-        ParamSpec("guidance_rescale", "float", 0.7, "Guidance rescale", 0.0, 1.0, 0.05,
-                  help="Pulls the guided prediction's spread back towards the conditional one (fights over-saturation)."),
+        *sampling,
         ParamSpec("prompt_suffix", "str", CAMI2V_PROMPT_SUFFIX, "Prompt suffix",
                   help="Appended to the prompt. The upstream demo appends a fixed suffix; set it here to reproduce it."),
         ParamSpec("negative_prompt", "str", CAMI2V_NEGATIVE_PROMPT, "Negative prompt",
                   help="Text of the unconditional CFG branch (a non-empty request negative prompt wins)."),
-        ParamSpec("decode_chunk", "int", 4, "Frames per VAE decode", 1, 16, 1,
-                  help="Memory vs speed when decoding the latent video."),
+        decode_chunk,
     )
 
 
@@ -123,11 +111,7 @@ class CamI2VGenerator(Generator):
         params = resolve_params(self.param_specs(), request.params)
         progress(0.0, f"loading {self.label}")
         pipe = self._pipeline_for(self._load_model())
-        options = SamplingOptions(
-            steps=params["steps"], cfg_scale=params["cfg_scale"], eta=params["eta"],
-            guidance_rescale=params["guidance_rescale"], frame_stride=params["frame_stride"],
-            enable_camera=params["enable_camera"], camera_cfg=params["camera_cfg"],
-            camera_cfg_schedule=params["camera_cfg_schedule"], decode_chunk=params["decode_chunk"])
+        options = SamplingOptions.from_params(params)
         req = CamI2VRequest(
             image=request.image, camera=request.camera, prompt=request.prompt,
             prompt_suffix=params["prompt_suffix"],

@@ -37,6 +37,7 @@ import numpy as np
 from ..camera import CameraPath
 from ..clip import Clip
 from ..errors import InputError
+from ..photo import check_photo
 from ..params import ParamSpec, resolve_params
 from ..progress import Progress, as_progress
 from .base import GenerateRequest, GenerateResult, Generator
@@ -62,13 +63,8 @@ _TO_INTEGER = np.linalg.inv(_TO_CONTINUOUS)
 
 
 def check_image(image: Any) -> np.ndarray:
-    """The photo as a contiguous (H, W, 3) uint8 array, or InputError."""
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        got = f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}".strip()
-        raise InputError(f"The photo must be an RGB image ((H, W, 3) uint8), got {got}.")
-    if image.shape[0] < 2 or image.shape[1] < 2:
-        raise InputError(f"The photo is too small ({image.shape[1]}x{image.shape[0]} pixels).")
-    return np.ascontiguousarray(image)
+    """The photo as a contiguous (H, W, 3) uint8 array, or InputError (core.photo's one rule)."""
+    return np.ascontiguousarray(check_photo(image))
 
 
 def prepare_source(

@@ -197,7 +197,7 @@ class SegmentStore:
     def open(self) -> int:
         """Check (or create) the manifest; returns how many leading segments are finished.
         A manifest of another shot raises InputError (its segments cannot be reused)."""
-        from ..runs import atomic_write_json
+        from ..fileio import atomic_write_json
 
         self.dir.mkdir(parents=True, exist_ok=True)
         man = self.dir / MANIFEST
@@ -221,7 +221,7 @@ class SegmentStore:
         return self.dir / SEGMENT_FILE.format(index=k)
 
     def save(self, k: int, frames: np.ndarray) -> Path:
-        from ..runs import atomic_write_bytes
+        from ..fileio import atomic_write_bytes
 
         buf = io.BytesIO()
         np.savez_compressed(buf, frames=np.ascontiguousarray(frames))
@@ -230,7 +230,7 @@ class SegmentStore:
 
     def save_info(self, info: Mapping[str, Any]) -> None:
         """Segment 0's result info (crop box, prompt, ...), which a resumed shot reports as its own."""
-        from ..runs import atomic_write_json
+        from ..fileio import atomic_write_json
 
         atomic_write_json(self.dir / "segment-000-info.json", info)
 

@@ -33,6 +33,7 @@ import numpy as np
 from ..clip import Clip
 from ..errors import CheckpointError, ConfigError, InputError
 from ..params import ParamSpec, resolve_params
+from ..photo import check_photo
 from ..progress import Progress, as_progress
 from .base import GenerateRequest, GenerateResult, Generator, PeakMemory
 
@@ -301,9 +302,7 @@ class SVDGenerator(Generator):
         if p["min_guidance"] > p["max_guidance"]:
             raise InputError(f"Guidance at the first frame ({p['min_guidance']}) must not exceed guidance at the "
                              f"last frame ({p['max_guidance']}).")
-        image = request.image
-        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise InputError("The photo must be an RGB image ((H, W, 3) uint8).")
+        image = check_photo(request.image)
 
         progress(0.0, f"loading {self.label}")
         model = self._load_model()

@@ -17,16 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import GroupNorm32
+
 # -- building blocks -------------------------------------------------------------------------
-
-
-class GroupNorm32(nn.GroupNorm):
-    """GroupNorm computed in float32 and cast back to the input dtype."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight.float() if self.weight is not None else None
-        b = self.bias.float() if self.bias is not None else None
-        return F.group_norm(x.float(), self.num_groups, w, b, self.eps).to(x.dtype)
 
 
 def _norm(channels: int) -> GroupNorm32:

@@ -2,8 +2,9 @@
 model, and assign it strictly. Each family keeps only its key map (released key <-> ours).
 
 Accepted files: `.safetensors`, or torch pickles (`.pt` / `.ckpt` / `.pth` / `.bin`, zip or
-legacy format) holding a raw state dict or one wrapped as `{"state_dict": ...}` (Lightning) or
-`{"module": ...}` (DeepSpeed). Only tensors are unpickled (`weights_only=True`).
+legacy format) holding a raw state dict or one wrapped as `{"state_dict": ...}` (Lightning),
+`{"module": ...}` (DeepSpeed) or `{"params_ema": ...}` / `{"params": ...}` (BasicSR, e.g.
+Real-ESRGAN). Only tensors are unpickled (`weights_only=True`).
 
 Memory: safetensors files are read one tensor at a time (the header alone for inspection);
 zip-format torch files are memory-mapped. `assign_strict` assigns the given tensors into the
@@ -31,6 +32,9 @@ from ..errors import CheckpointError, WeightsMissing
 
 LIST_LIMIT = 8  # keys shown per list in error messages
 TORCH_SUFFIXES = (".pt", ".ckpt", ".pth", ".bin")
+# Keys a torch file may wrap its state dict in, in order of preference: Lightning, DeepSpeed, and
+# BasicSR's (Real-ESRGAN), whose "params_ema" (the averaged weights) is preferred over "params".
+WRAPPERS = ("state_dict", "module", "params_ema", "params")
 
 _ST_DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -46,7 +50,7 @@ class CheckpointFile:
     """One opened weight file: (normalised) key -> shape and dtype, plus a tensor reader.
 
     `read(key)` returns the tensor (memory-mapped or freshly read, on the CPU); `wrapper` is
-    None, "state_dict" or "module"; `renamed` tells whether `normalise` changed any key;
+    None or one of WRAPPERS; `renamed` tells whether `normalise` changed any key;
     `original` maps each normalised key to the key in the file; `format` is a family's name
     for the key layout (set by the family's loader, "" when it has only one).
     """
@@ -150,10 +154,10 @@ def _open_torch(path: Path, normalise, hint: str) -> CheckpointFile:
     except Exception as e:  # the zip/pickle stack raises many types for a damaged file
         raise corrupt(path, f"{type(e).__name__}: {_first_line(e)}", hint) from None
     wrapper = None
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj, wrapper = obj["state_dict"], "state_dict"
-    elif isinstance(obj, dict) and isinstance(obj.get("module"), dict):
-        obj, wrapper = obj["module"], "module"
+    for name in WRAPPERS:
+        if isinstance(obj, dict) and isinstance(obj.get(name), dict):
+            obj, wrapper = obj[name], name
+            break
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a state dict, found {type(obj).__name__}")
     tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, Tensor)}

@@ -8,18 +8,20 @@ noise, not on the generated video.)
 
 from __future__ import annotations
 
-import threading
 import warnings
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from ..clip import Clip
-from ..errors import ConfigError, OutOfMemory, Unavailable
+from ..errors import ConfigError, OutOfMemory
 from ..params import ParamSpec, resolve_params
 from ..progress import Progress, as_progress
 from ..registry import ModelEntry, Registry
 from .base import Stage
+
+if TYPE_CHECKING:
+    from ..manager import ModelManager
 
 SIGMA_MIN = 5.0  # the released weights were trained on sigma uniformly in [5, 55] (0-255 scale)
 SIGMA_MAX = 55.0
@@ -77,12 +79,11 @@ class FastDVDnetStage(Stage):
     result is a purely spatial denoise. Progress is reported per frame; cancellation is honoured
     between network calls. Frames are denoised as they are: no noise is ever added.
 
-    Two ways to get the network:
-    * `FastDVDnetStage.from_entry(entry, load_model=get)`: the service's model manager owns the
-      network (`get()` returns the resident model, on the device and dtype the studio chose);
-    * `FastDVDnetStage(registry)`: standalone, the stage loads the entry's weights itself with
-      `load_model` (device "auto": CUDA when present; dtype "auto": fp32 on the CPU, the entry's
-      `options.precision` or fp16 on CUDA) and keeps them until `unload()`.
+    The network comes from a model manager (`core.manager.ModelManager`), which loads it once and
+    keeps it resident: `FastDVDnetStage.from_entry(entry, load_model=get)` is the service's path
+    (`get()` returns the network its manager holds, on the device and dtype the studio chose);
+    `FastDVDnetStage(registry)` registers the entry's `load_model` with `manager` (default: a
+    manager of its own on the default device: CUDA when present, else the CPU).
     `options.batch_size` (frames per network call; default automatic) comes from the entry.
     """
 
@@ -91,18 +92,17 @@ class FastDVDnetStage(Stage):
     role = "denoise"
 
     def __init__(self, registry: Registry | None = None, entry: str = "fastdvdnet", *,
-                 load_model: Callable[[], Any] | None = None, device: str = "auto", dtype: str = "auto",
-                 options: Mapping[str, Any] | None = None):
-        if registry is None and load_model is None:
-            raise ValueError("FastDVDnetStage needs a registry or a load_model callable")
-        self.registry = registry
+                 load_model: Callable[[], Any] | None = None, options: Mapping[str, Any] | None = None,
+                 manager: "ModelManager | None" = None):
+        if load_model is None:
+            if registry is None:
+                raise ValueError("FastDVDnetStage needs a registry or a load_model callable")
+            e = registry.get(entry)
+            load_model = managed(registry, e, manager)
+            options = e.options if options is None else options
         self.entry_name = entry
-        self.device = device
-        self.dtype = dtype
-        self._given_loader = load_model
-        self._options = dict(options) if options is not None else None
-        self._lock = threading.Lock()
-        self._loaded: tuple[tuple, Any] | None = None  # (key, model), standalone mode only
+        self._load_model = load_model
+        self._options = dict(options or {})
 
     @classmethod
     def from_entry(cls, entry: ModelEntry, load_model: Callable[[], Any]) -> "FastDVDnetStage":
@@ -138,42 +138,19 @@ class FastDVDnetStage(Stage):
         return used, note + ")"
 
     # -- network -----------------------------------------------------------------------------
-    def options(self) -> Mapping[str, Any]:
-        if self._options is not None:
-            return self._options
-        assert self.registry is not None
-        return self.registry.get(self.entry_name).options
-
     def network(self):
-        """The network to run: the provided one, or the standalone copy (loaded once)."""
-        if self._given_loader is not None:
-            return self._given_loader()
-        assert self.registry is not None
-        entry = self.registry.get(self.entry_name)
-        self.registry.require_files(entry)
-        path = self.registry.path(entry, WEIGHT_ROLE)
-        stat = path.stat()
-        device = _pick_device(self.device)
-        key = (str(path), stat.st_size, stat.st_mtime_ns, tuple(sorted(entry.options.items())), device, self.dtype)
-        with self._lock:
-            if self._loaded is None or self._loaded[0] != key:
-                self._loaded = None  # release the old copy before loading the new one
-                self._loaded = (key, load_model(self.registry, entry, device=device, dtype=self.dtype))
-            return self._loaded[1]
-
-    def unload(self) -> None:
-        with self._lock:
-            self._loaded = None
+        """The resident network (loaded by the model manager on first use)."""
+        return self._load_model()
 
     # -- processing --------------------------------------------------------------------------
     def process(self, clip: Clip, params: Mapping[str, Any], progress: Progress | None = None) -> Clip:
         import torch
 
-        from ..models.fastdvdnet import iter_denoise_sequence
+        from ..models.fastdvdnet.sequence import iter_denoise_sequence
 
         progress = as_progress(progress)
         p = resolve_params(self.param_specs(), params)
-        batch_size = _batch_size_option(self.options(), self.entry_name)
+        batch_size = _batch_size_option(self._options, self.entry_name)
         sigma, note = self.resolve_sigma(clip, p)
         progress(0.0, f"FastDVDnet: loading weights; {note}")
         model = self.network()
@@ -196,6 +173,14 @@ class FastDVDnetStage(Stage):
         return clip.with_frames(out)
 
 
+def managed(registry: Registry, entry: ModelEntry, manager: "ModelManager | None" = None) -> Callable[[], Any]:
+    """`get()` returning the entry's network held by `manager` (a new `ModelManager` when None)."""
+    from ..manager import ModelManager
+
+    manager = manager if manager is not None else ModelManager()
+    return manager.provider(entry.name, lambda device: load_model(registry, entry, device=device))
+
+
 def load_model(registry: Registry, entry: ModelEntry | str, *, device: Any = "cpu", dtype: Any = "auto"):
     """Load an entry's FastDVDnet weights, inference-optimised, on `device`.
 
@@ -207,8 +192,8 @@ def load_model(registry: Registry, entry: ModelEntry | str, *, device: Any = "cp
     """
     import torch
 
-    from ..models.fastdvdnet import PRESETS
-    from ..models.fastdvdnet_loader import load_fastdvdnet
+    from ..models.fastdvdnet.loader import load_fastdvdnet
+    from ..models.fastdvdnet.model import PRESETS
 
     e = registry.get(entry) if isinstance(entry, str) else entry
     registry.require_files(e)
@@ -241,17 +226,6 @@ def _batch_size_option(options: Mapping[str, Any], name: str) -> int | None:
         raise ConfigError(f"model registry: entry {name!r}, field 'options.batch_size': must be a positive "
                           f"whole number (or 0 for automatic), got {value!r}.")
     return value
-
-
-def _pick_device(choice: str) -> str:
-    import torch
-
-    has_cuda = torch.cuda.is_available()
-    if choice in ("", "auto"):
-        return "cuda" if has_cuda else "cpu"
-    if choice.startswith("cuda") and not has_cuda:
-        raise Unavailable(f"FastDVDnet: device {choice!r} was chosen, but no CUDA GPU is available on this machine.")
-    return choice
 
 
 __all__ = ["FastDVDnetStage", "estimate_noise_sigma", "load_model", "SIGMA_MIN", "SIGMA_MAX"]

@@ -8,9 +8,8 @@ Licence of the code and weights: NTU S-Lab License 1.0 (non-commercial use only)
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -20,6 +19,9 @@ from ..params import ParamSpec, resolve_params
 from ..progress import Progress, as_progress
 from ..registry import ModelEntry, Registry
 from .base import Stage
+
+if TYPE_CHECKING:
+    from ..manager import ModelManager
 
 LICENSE = "NTU S-Lab License 1.0 (non-commercial)"
 _PRECISIONS = ("fp16", "bf16")
@@ -67,12 +69,14 @@ class UpscaleAVideoStage(Stage):
     `needs_gpu` lists it as unavailable beforehand). `allow_cpu=True` lets tests run it on the
     CPU in float32 (with a tiny pipeline: the real one takes hours there).
 
-    Weights come from the registry entry (default "upscale-a-video"); `options.vae` picks
-    "vae_3d" (default) or "vae_video", `options.precision` "fp16" (default) or "bf16",
-    `options.unet_preset` the UNet architecture (default "upscale-a-video"). Pass
-    `pipeline=` to use an assembled `UpscaleAVideo` instead, or `pipeline_loader=` to replace
-    `loader.load_pipeline` (tests with tiny architectures). The loaded pipeline stays resident
-    until `unload()`.
+    The pipeline comes from a model manager (`core.manager.ModelManager`), which loads it once
+    and keeps it resident: `from_entry(entry, load_model=get)` is the service's path;
+    `UpscaleAVideoStage(registry)` registers the entry's `load_model` with `manager` (default: a
+    manager of its own on the default device). Weights come from the registry entry (default
+    "upscale-a-video"); `options.vae` picks "vae_3d" (default) or "vae_video",
+    `options.precision` "fp16" (default) or "bf16", `options.unet_preset` the UNet architecture
+    (default "upscale-a-video"); `pipeline_loader=` replaces `loader.load_pipeline` (tests with
+    tiny architectures). `pipeline=` hands over an assembled `UpscaleAVideo` instead.
     """
 
     name = "upscale-a-video"
@@ -82,17 +86,21 @@ class UpscaleAVideoStage(Stage):
 
     def __init__(self, registry: Optional[Registry] = None, entry: str = "upscale-a-video", *,
                  pipeline=None, pipeline_loader=None, allow_cpu: bool = False,
-                 load_model: Optional[Callable[[], "ResidentPipeline"]] = None):
-        if registry is None and pipeline is None and load_model is None:
+                 load_model: Optional[Callable[[], "ResidentPipeline"]] = None,
+                 manager: "ModelManager | None" = None):
+        self._manager = None
+        if load_model is None and pipeline is not None:
+            resident = ResidentPipeline(pipeline, _unet_dtype(pipeline))
+            load_model = lambda: _require_cuda(resident, allow_cpu)  # noqa: E731
+        elif load_model is None and registry is not None:
+            from ..manager import ModelManager
+
+            self._manager = manager if manager is not None else ModelManager()
+            load_model = managed(registry, registry.get(entry), self._manager, allow_cpu, pipeline_loader)
+        elif load_model is None:
             raise ValueError("UpscaleAVideoStage needs a registry, an assembled pipeline or a model loader")
-        self._load_model = load_model
-        self.registry = registry
         self.entry_name = entry
-        self.allow_cpu = allow_cpu
-        self._given = pipeline
-        self._pipeline_loader = pipeline_loader
-        self._lock = threading.Lock()
-        self._loaded: Optional[tuple[tuple, Any]] = None
+        self._load_model = load_model
 
     @classmethod
     def from_entry(cls, entry: ModelEntry, load_model: Callable[[], "ResidentPipeline"]) -> "UpscaleAVideoStage":
@@ -131,43 +139,21 @@ class UpscaleAVideoStage(Stage):
         )
 
     # -- pipeline ----------------------------------------------------------------------------
-    def _device(self):
-        import torch
-
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if self.allow_cpu:
-            return torch.device("cpu")
-        raise Unavailable("Upscale-A-Video needs a CUDA GPU, and none is available on this machine.")
-
-    def pipeline(self, device, with_propagation: bool = False):
-        """The assembled pipeline on `device` (loaded once, kept resident)."""
-        if self._given is not None:
-            pipe = self._given
-        elif self._load_model is not None:
-            pipe = self._load_model().pipe
-        else:
-            with self._lock:
-                key = (str(device),)
-                if self._loaded is None or self._loaded[0] != key:
-                    self._loaded = None  # release the old copy before loading the new one
-                    entry = self.registry.get(self.entry_name)
-                    self._loaded = (key, assemble(self.registry, entry, device, self._pipeline_loader,
-                                                  with_raft=with_propagation))
-                pipe = self._loaded[1]
-                if with_propagation and not pipe.supports_propagation:
-                    from ..models.upscale_a_video.loader import attach_propagation
-
-                    entry = self.registry.get(self.entry_name)
-                    attach_propagation(pipe, _require(self.registry, entry, "raft"))
-        if with_propagation and not pipe.supports_propagation:
-            raise ConfigError("Propagation steps need RAFT (raft-things.pth, see models.json); "
-                              "clear the propagation steps or add the file.")
-        return pipe
+    def pipeline(self, device=None, with_propagation: bool = False):
+        """The resident pipeline (loaded by the model manager on first use); with RAFT attached
+        when `with_propagation`. `device`, when given, must be the one it lives on."""
+        resident = self._load_model()
+        if device is not None and _torch_device(device) != _torch_device(resident.device):
+            raise ValueError(f"the Upscale-A-Video pipeline lives on {resident.device}, not {device}")
+        if with_propagation:
+            resident.require_propagation()
+        return resident.pipe
 
     def unload(self) -> None:
-        with self._lock:
-            self._loaded = None
+        """Release the pipeline this stage's own manager holds (the service's manager decides
+        for itself; a handed-over pipeline stays)."""
+        if self._manager is not None:
+            self._manager.unload(self.entry_name)
 
     # -- processing --------------------------------------------------------------------------
     def process(self, clip: Clip, params: Mapping[str, Any], progress: Progress | None = None) -> Clip:
@@ -182,12 +168,8 @@ class UpscaleAVideoStage(Stage):
         if propagation and clip.num_frames < 2:
             propagation = ()
         progress(0.0, "Upscale-A-Video: loading the models")
-        if self._load_model is not None:  # the service's manager chose the device when loading
-            pipe = self.pipeline(None, with_propagation=bool(propagation))
-            device = pipe.device
-        else:
-            device = self._device()
-            pipe = self.pipeline(device, with_propagation=bool(propagation))
+        pipe = self.pipeline(with_propagation=bool(propagation))
+        device = pipe.device  # chosen by the model manager when it loaded the pipeline
 
         video = clip_to_tensor(clip.frames)
         if clip.height >= 1280 and clip.width >= 1280:
@@ -213,50 +195,90 @@ class ResidentPipeline:
 
     Its parts are closures over GPU modules, so it is not moved between devices: when the
     manager evicts it, `to` refuses and the manager drops it; it is reloaded on demand.
+    `raft` is the entry's RAFT file (None: the entry has none); RAFT is attached when it
+    exists at load time, or on the first request for propagation after it appears.
     """
 
-    def __init__(self, pipe, dtype):
-        import torch
-
+    def __init__(self, pipe, dtype, raft: Optional[Path] = None, raft_missing: str = ""):
         self.pipe = pipe
         self.dtype = dtype
         self.device = pipe.device
-        seen, total = set(), 0
-        for value in vars(pipe).values():
-            owner = getattr(value, "__self__", value)
-            modules = [owner] if isinstance(owner, torch.nn.Module) else [
-                v for v in vars(owner).values() if isinstance(v, torch.nn.Module)] if hasattr(owner, "__dict__") else []
-            for m in modules:
-                for t in list(m.parameters()) + list(m.buffers()):
-                    if id(t) not in seen:
-                        seen.add(id(t))
-                        total += t.numel() * t.element_size()
-        self.nbytes = total
+        self.raft = raft
+        self.raft_missing = raft_missing
+        self.nbytes = _pipeline_bytes(pipe)
 
     def to(self, device):
-        import torch
-
-        if torch.device(device) == torch.device(self.device):
+        if _torch_device(device) == _torch_device(self.device):
             return self
         raise RuntimeError("the Upscale-A-Video pipeline is not moved between devices")
 
+    def require_propagation(self) -> None:
+        """Make sure RAFT and the propagation module are attached (loading RAFT if needed)."""
+        if self.pipe.supports_propagation:
+            return
+        if self.raft is None:
+            raise ConfigError("Propagation steps need RAFT (raft-things.pth, see models.json); "
+                              "clear the propagation steps or add the file.")
+        if not self.raft.exists():
+            raise WeightsMissing(self.raft_missing)
+        from ..models.upscale_a_video.loader import attach_propagation
+
+        attach_propagation(self.pipe, self.raft)
+        self.nbytes = _pipeline_bytes(self.pipe)
+
+
+def _pipeline_bytes(pipe) -> int:
+    """Bytes of the parameters and buffers of every module the pipeline holds (shared ones once)."""
+    import torch
+
+    from ..model_memory import module_bytes
+
+    modules = []
+    for value in vars(pipe).values():
+        owner = getattr(value, "__self__", value)  # a bound method's module (the prompt encoder)
+        if isinstance(owner, torch.nn.Module):
+            modules.append(owner)
+        elif hasattr(owner, "__dict__"):  # e.g. the propagation wrapper holding RAFT
+            modules.extend(v for v in vars(owner).values() if isinstance(v, torch.nn.Module))
+    return module_bytes(torch.nn.ModuleList(modules))
+
+
+def _unet_dtype(pipe):
+    return next(pipe.unet.parameters()).dtype
+
+
+def _torch_device(device):
+    import torch
+
+    return torch.device(device)
+
+
+def _require_cuda(resident: ResidentPipeline, allow_cpu: bool) -> ResidentPipeline:
+    if _torch_device(resident.device).type != "cuda" and not allow_cpu:
+        raise Unavailable("Upscale-A-Video needs a CUDA GPU, and none is available on this machine.")
+    return resident
+
+
+def _missing_message(registry: Registry, entry: ModelEntry, role: str) -> str:
+    wf = entry.file(role)
+    how = wf.manual or "see models.json"
+    return (f"{entry.label} needs {Path(wf.path).name}, which is missing at {wf.resolve(registry.root)}; "
+            f"obtain it manually: {how}.")
+
 
 def _require(registry: Registry, entry: ModelEntry, role: str) -> Path:
-    wf = entry.file(role)
-    path = wf.resolve(registry.root)
+    path = entry.file(role).resolve(registry.root)
     if not path.exists():
-        how = wf.manual or "see models.json"
-        raise WeightsMissing(f"{entry.label} needs {Path(wf.path).name}, which is missing at {path}; "
-                             f"obtain it manually: {how}.")
+        raise WeightsMissing(_missing_message(registry, entry, role))
     return path
 
 
-def assemble(registry: Registry, entry: ModelEntry, device, pipeline_loader=None, with_raft: bool = False):
+def assemble(registry: Registry, entry: ModelEntry, device, pipeline_loader=None):
     """Load every released part of `entry` and assemble the pipeline on `device`.
 
     options.vae picks "vae_3d" (default) or "vae_video"; options.precision "fp16" (default) or
     "bf16" for the UNet and text encoder on CUDA (float32 on the CPU); RAFT is attached when
-    `with_raft` and its file is present.
+    its file is present.
     """
     import torch
 
@@ -292,21 +314,30 @@ def assemble(registry: Registry, entry: ModelEntry, device, pipeline_loader=None
     )
     pipe = (pipeline_loader or load_pipeline)(files, device=device, dtype=dtype, unet_params=chosen["unet_preset"])
     raft = optional("raft")
-    if with_raft and raft is not None and not pipe.supports_propagation:
+    if raft is not None and not pipe.supports_propagation:
         attach_propagation(pipe, raft)
     return pipe
 
 
-def load_model(registry: Registry, entry: ModelEntry | str, *, device: Any = "cuda", dtype: Any = "auto"):
-    """The service's loader: the assembled pipeline (with RAFT when its file is present) wrapped
-    for the model manager. `dtype` is ignored in favour of the entry's `options.precision`."""
-    import torch
-
+def load_model(registry: Registry, entry: ModelEntry | str, *, device: Any = "cuda", dtype: Any = "auto",
+               allow_cpu: bool = False, pipeline_loader=None) -> ResidentPipeline:
+    """The model manager's loader: the assembled pipeline (with RAFT when its file is present)
+    on `device`, wrapped for the manager. `dtype` is ignored in favour of the entry's
+    `options.precision`; a device other than CUDA is refused unless `allow_cpu` (tests)."""
     entry = registry.get(entry) if isinstance(entry, str) else entry
-    if torch.device(device).type != "cuda":
+    if _torch_device(device).type != "cuda" and not allow_cpu:
         raise Unavailable("Upscale-A-Video needs a CUDA GPU, and none is available on this machine.")
-    pipe = assemble(registry, entry, device, with_raft=True)
-    return ResidentPipeline(pipe, next(pipe.unet.parameters()).dtype)
+    pipe = assemble(registry, entry, device, pipeline_loader)
+    raft = entry.file("raft").resolve(registry.root) if entry.has_file("raft") else None
+    missing = _missing_message(registry, entry, "raft") if raft is not None else ""
+    return ResidentPipeline(pipe, _unet_dtype(pipe), raft, missing)
+
+
+def managed(registry: Registry, entry: ModelEntry, manager: "ModelManager", allow_cpu: bool = False,
+            pipeline_loader=None) -> Callable[[], ResidentPipeline]:
+    """`get()` returning the entry's pipeline held by `manager` (loaded on the manager's device)."""
+    return manager.provider(entry.name, lambda device: load_model(registry, entry, device=device, allow_cpu=allow_cpu,
+                                                                  pipeline_loader=pipeline_loader))
 
 
 def _existing(path: Optional[Path]) -> Optional[Path]:

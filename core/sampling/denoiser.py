@@ -164,12 +164,17 @@ class GuidedDenoiser:
 
 
 def to_eps_x0(output: torch.Tensor, x: torch.Tensor, schedule: NoiseSchedule, t: int) -> Denoised:
-    """Convert a v or ε prediction at timestep t into (ε̂, x̂₀)."""
+    """Convert a v, ε or x₀ prediction at timestep t into (ε̂, x̂₀)."""
     a = schedule.alpha_bar(t)
     sa, s1a = math.sqrt(a), math.sqrt(1.0 - a)
     if schedule.parameterization == "v":
         eps = sa * output + s1a * x
         x0 = sa * x - s1a * output
+    elif schedule.parameterization == "x0":
+        if a == 1.0:
+            raise ValueError(f"eps is undefined for an x0-prediction at t={t}, where alpha_bar is 1")
+        x0 = output
+        eps = (x - sa * output) / s1a
     else:
         if a == 0.0:
             raise ValueError(f"x0 is undefined for an eps-prediction at t={t}, where alpha_bar is 0")

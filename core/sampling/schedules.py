@@ -12,7 +12,7 @@ from typing import Literal, Optional
 
 import torch
 
-Parameterization = Literal["eps", "v"]
+Parameterization = Literal["eps", "v", "x0"]  # what the model predicts
 Spacing = Literal["uniform", "uniform_trailing"]
 
 

@@ -8,38 +8,14 @@ checkpoints, except where `keymap.py` lists a rename.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..layers import GroupNorm32, timestep_embedding  # noqa: F401 (timestep_embedding re-exported)
 from .attention import Attention, DualCrossAttention, EpipolarAttention, FeedForward
-
-
-class GroupNorm32(nn.GroupNorm):
-    """GroupNorm computed in float32 whatever the input dtype (half-precision statistics drift)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        weight = None if self.weight is None else self.weight.float()
-        bias = None if self.bias is None else self.bias.float()
-        return F.group_norm(x.float(), self.num_groups, weight, bias, self.eps).to(x.dtype)
-
-
-def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
-    """Sinusoidal embedding of (N,) timesteps (or fps / frame stride) -> (N, dim) float32.
-
-    Layout [cos | sin] with frequencies exp(-ln(max_period) * i / (dim/2)).
-    """
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    args = t.float()[:, None] * freqs[None]
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-    if dim % 2:
-        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
-    return emb
 
 
 def to_video(x: Tensor, frames: int) -> Tensor:

@@ -34,8 +34,6 @@ from typing import Mapping
 
 from torch import Tensor
 
-from .model import SCHEDULE_BUFFERS
-
 # (upstream prefix, our prefix)
 _PREFIXES: tuple[tuple[str, str], ...] = (
     ("model.diffusion_model.", "unet."),
@@ -60,6 +58,13 @@ _RENAMES: dict[str, tuple[tuple[str, str], ...]] = {
     ),
 }
 
+# Upstream DDPM buffers (top-level keys of the checkpoints), in their registration (= state-dict) order.
+SCHEDULE_BUFFERS = (
+    "betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod",
+    "sqrt_one_minus_alphas_cumprod", "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod",
+    "sqrt_recipm1_alphas_cumprod", "posterior_variance", "posterior_log_variance_clipped",
+    "posterior_mean_coef1", "posterior_mean_coef2",
+)
 TOP_LEVEL_BUFFERS = SCHEDULE_BUFFERS + ("scale_arr",)
 
 
@@ -76,24 +81,24 @@ def _rename(rest: str, renames: tuple[tuple[str, str], ...], reverse: bool) -> s
     return rest[1:]
 
 
-def to_ours(key: str) -> str:
-    """Upstream (``lvdm``) key -> our state-dict key. KeyError for keys of no known component."""
+def _convert(key: str, reverse: bool) -> str:
     if key in TOP_LEVEL_BUFFERS:
         return key
     for upstream, ours in _PREFIXES:
-        if key.startswith(upstream):
-            return ours + _rename(key[len(upstream):], _RENAMES.get(ours, ()), reverse=False)
+        src, dst = (ours, upstream) if reverse else (upstream, ours)
+        if key.startswith(src):
+            return dst + _rename(key[len(src):], _RENAMES.get(ours, ()), reverse=reverse)
     raise KeyError(key)
+
+
+def to_ours(key: str) -> str:
+    """Upstream (``lvdm``) key -> our state-dict key. KeyError for keys of no known component."""
+    return _convert(key, reverse=False)
 
 
 def to_upstream(key: str) -> str:
     """Our state-dict key -> upstream (``lvdm``) key. KeyError for keys of no known component."""
-    if key in TOP_LEVEL_BUFFERS:
-        return key
-    for upstream, ours in _PREFIXES:
-        if key.startswith(ours):
-            return upstream + _rename(key[len(ours):], _RENAMES.get(ours, ()), reverse=True)
-    raise KeyError(key)
+    return _convert(key, reverse=True)
 
 
 def upstream_entries(state_dict: Mapping[str, Tensor]) -> list[tuple[str, tuple[int, ...], str]]:

@@ -28,18 +28,12 @@ from ..resampler import RESAMPLER_PRESETS, Resampler
 from ...sampling.schedules import make_schedule
 from .camera import CameraCondition, build_camera_condition
 from .config import DiffusionParams, ModelParams, get_preset
+from .keymap import SCHEDULE_BUFFERS  # noqa: F401  (re-exported: its home is the key map)
 from .pose_encoder import PoseEncoder, sinusoidal_table
 from .unet import UNet3D
 
 ALL_PARTS = ("unet", "vae", "text_encoder", "image_encoder", "image_proj", "pose_encoder")
 
-# Upstream DDPM buffers, in their registration (= state-dict) order.
-SCHEDULE_BUFFERS = (
-    "betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod",
-    "sqrt_one_minus_alphas_cumprod", "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod",
-    "sqrt_recipm1_alphas_cumprod", "posterior_variance", "posterior_log_variance_clipped",
-    "posterior_mean_coef1", "posterior_mean_coef2",
-)
 
 
 def schedule_buffers(p: DiffusionParams, device=None) -> dict[str, Tensor]:

@@ -28,58 +28,57 @@ from __future__ import annotations
 import resource
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Callable, Literal, Mapping, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ...errors import InputError
+from ...photo import check_photo
 from ...progress import Progress, as_progress
-from .. import prompts
+from .. import cami2v_options
 from ...sampling import (Conditioning, GeneratorNoise, GuidedDenoiser, Guidance, NoiseSource, ddim_timesteps,
                          make_schedule, sample_ddim)
 
-# The prompt strings live in a torch-free module (listing generators shows them as defaults).
-UPSTREAM_PROMPT_SUFFIX = prompts.CAMI2V_UPSTREAM_PROMPT_SUFFIX
-UPSTREAM_NEGATIVE_PROMPT = prompts.CAMI2V_UPSTREAM_NEGATIVE_PROMPT
-DEFAULT_PROMPT_SUFFIX = prompts.CAMI2V_PROMPT_SUFFIX  # ours, written for interiors
-DEFAULT_NEGATIVE_PROMPT = prompts.CAMI2V_NEGATIVE_PROMPT
-
-NTSC_FPS = 29.97  # upstream's nominal source frame rate for the 512 model's fps input
+# The sampling controls and the prompt strings live in a torch-free module (listing generators
+# shows them as defaults); every name stays importable from here.
+UPSTREAM_PROMPT_SUFFIX = cami2v_options.CAMI2V_UPSTREAM_PROMPT_SUFFIX
+UPSTREAM_NEGATIVE_PROMPT = cami2v_options.CAMI2V_UPSTREAM_NEGATIVE_PROMPT
+DEFAULT_PROMPT_SUFFIX = cami2v_options.CAMI2V_PROMPT_SUFFIX  # ours, written for interiors
+DEFAULT_NEGATIVE_PROMPT = cami2v_options.CAMI2V_NEGATIVE_PROMPT
+NTSC_FPS = cami2v_options.NTSC_FPS  # upstream's nominal source frame rate for the 512 model's fps input
+_STRIDE_HELP = cami2v_options._STRIDE_HELP
+SAMPLING_PARAMS = cami2v_options.SAMPLING_PARAMS  # THE ranges and defaults of SamplingOptions
+_SAMPLING = {s.name: s for s in SAMPLING_PARAMS}
 
 
 @dataclass(frozen=True)
 class SamplingOptions:
-    """How to sample. Defaults are the upstream demo's (CFG 5.5, 25 steps, stride 2, η 1, φ 0.7)."""
+    """How to sample. Defaults are the upstream demo's (CFG 5.5, 25 steps, stride 2, η 1, φ 0.7);
+    the fields named in `SAMPLING_PARAMS` take their defaults and limits from there."""
 
-    steps: int = 25
-    cfg_scale: float = 5.5
-    eta: float = 1.0
-    guidance_rescale: float = 0.7
-    frame_stride: int = 2
-    enable_camera: bool = True
-    camera_cfg: float = 1.0
-    camera_cfg_schedule: Literal["constant", "cosine"] = "constant"
+    steps: int = _SAMPLING["steps"].default
+    cfg_scale: float = _SAMPLING["cfg_scale"].default
+    eta: float = _SAMPLING["eta"].default
+    guidance_rescale: float = _SAMPLING["guidance_rescale"].default
+    frame_stride: int = _SAMPLING["frame_stride"].default
+    enable_camera: bool = _SAMPLING["enable_camera"].default
+    camera_cfg: float = _SAMPLING["camera_cfg"].default
+    camera_cfg_schedule: Literal["constant", "cosine"] = _SAMPLING["camera_cfg_schedule"].default
     timestep_spacing: Literal["uniform", "uniform_trailing"] = "uniform_trailing"
     batched_cfg: bool = True  # cond and uncond branches in one UNet call
-    decode_chunk: int = 4  # frames per VAE decode call (memory vs speed)
+    decode_chunk: int = _SAMPLING["decode_chunk"].default  # frames per VAE decode call (memory vs speed)
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> "SamplingOptions":
+        """The options among a generator's resolved parameters (other keys are not sampling's)."""
+        return cls(**{name: params[name] for name in _SAMPLING if name in params})
 
     def check(self) -> None:
-        if not 1 <= self.steps <= 1000:
-            raise InputError(f"Sampling steps must be between 1 and 1000, got {self.steps}.")
-        if not self.cfg_scale >= 1.0:
-            raise InputError(f"CFG scale must be at least 1, got {self.cfg_scale}.")
-        if not self.camera_cfg >= 1.0:
-            raise InputError(f"Camera CFG must be at least 1, got {self.camera_cfg}.")
-        if not 0.0 <= self.eta <= 1.0:
-            raise InputError(f"Eta must be between 0 and 1, got {self.eta}.")
-        if not 0.0 <= self.guidance_rescale <= 1.0:
-            raise InputError(f"Guidance rescale must be between 0 and 1, got {self.guidance_rescale}.")
-        if not 1 <= self.frame_stride <= 30:
-            raise InputError(f"Frame stride must be between 1 and 30, got {self.frame_stride}.")
-        if self.camera_cfg_schedule not in ("constant", "cosine"):
-            raise InputError(f"Camera CFG schedule must be 'constant' or 'cosine', got {self.camera_cfg_schedule!r}.")
+        """InputError naming the control when a value is outside its `SAMPLING_PARAMS` range."""
+        for spec in SAMPLING_PARAMS:
+            spec.coerce(getattr(self, spec.name))
 
 
 @dataclass(frozen=True)
@@ -120,12 +119,8 @@ def cover_crop(image: np.ndarray, width: int, height: int) -> tuple[torch.Tensor
     Resize target sizes are truncated to ints and the crop offsets floored, as upstream; the
     resize is antialiased bilinear on uint8 (rounded), as torchvision's on a uint8 tensor.
     """
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise InputError(f"The image must be an (H, W, 3) uint8 RGB array, got "
-                         f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}.")
+    image = check_photo(image)  # the service's one photo rule, not limits of its own
     h0, w0 = image.shape[:2]
-    if h0 < 8 or w0 < 8:
-        raise InputError(f"The image is too small ({w0}x{h0}); it needs at least 8x8 pixels.")
     if w0 / h0 > width / height:
         rh, rw = height, int(w0 * height / h0)
     else:

@@ -13,14 +13,18 @@ Where the vocabulary comes from:
 - `default()`: the `instant-clip-tokenizer` package (MIT; the OpenAI CLIP vocabulary, MIT,
   compiled in; only needs numpy). Works offline.
 - `from_files(vocab.json, merges.txt)`: Hugging Face-format files (e.g. from the hub repo
-  `laion/CLIP-ViT-H-14-laion2B-s32B-b79K`), encoded by the pure-Python BPE below.
-- `from_openclip_merges(path)`: OpenCLIP's `bpe_simple_vocab_16e6.txt(.gz)` merges file.
+  `laion/CLIP-ViT-H-14-laion2B-s32B-b79K`, or a checkpoint's tokenizer folder), encoded by
+  transformers' `CLIPTokenizerFast`.
+- `from_openclip_merges(path)`: OpenCLIP's `bpe_simple_vocab_16e6.txt(.gz)` merges file, also
+  through `CLIPTokenizerFast`.
 
-Why not transformers' `CLIPTokenizerFast`: it can only be built from `vocab.json` + `merges.txt`
-(or a hub download), and no installed package ships those files: `instant-clip-tokenizer` has
-the vocabulary compiled into its extension and exposes ids and decoding, not the ranked merge
-list, and transformers ships no vocabularies. So the offline default cannot be a
-`CLIPTokenizerFast`; the pure-Python BPE below only serves the file-based constructors.
+Why the offline default is not a `CLIPTokenizerFast`: that class needs `vocab.json` + the ranked
+merges, and no installed package ships them; `instant-clip-tokenizer` has the vocabulary compiled
+into its extension and exposes only ids and (lossy, for partial UTF-8 tokens) decoding. The
+merges *can* be recovered by probing it (checked: 49,404 of 49,406 tokens, and then
+`CLIPTokenizerFast`, our former pure-Python BPE and `instant-clip-tokenizer` give identical ids on
+every prompt of the tests and on the whole vocabulary), but shipping a vocabulary rebuilt by
+probing a compiled extension, or a copy of OpenAI's files, is worse than using the package as is.
 """
 
 from __future__ import annotations
@@ -87,61 +91,6 @@ def _byte_alphabet() -> dict[int, str]:
     return table
 
 
-class PythonBpe:
-    """Byte-level BPE over a vocabulary and a ranked merge list, in plain Python."""
-
-    def __init__(self, vocab: dict[str, int], merges: Sequence[tuple[str, str]], sot: str, eot: str):
-        import regex  # a transformers dependency; needed for \p{L} / \p{N}
-
-        self.vocab = vocab
-        self.ranks = {pair: i for i, pair in enumerate(merges)}
-        self.sot_id, self.eot_id = vocab[sot], vocab[eot]
-        self._byte = _byte_alphabet()
-        self._cache: dict[str, list[int]] = {}
-        # Same splitting as OpenAI CLIP: the two special markers, English contractions, letter
-        # runs, single digits, and runs of other non-space symbols.
-        self._pattern = regex.compile(
-            r"<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+",
-            regex.IGNORECASE,
-        )
-
-    def _word(self, piece: str) -> list[int]:
-        if piece in self._cache:
-            return self._cache[piece]
-        if piece == "<start_of_text>":
-            return [self.sot_id]
-        if piece == "<end_of_text>":
-            return [self.eot_id]
-        symbols = [self._byte[b] for b in piece.encode("utf-8")]
-        symbols[-1] += "</w>"
-        while len(symbols) > 1:
-            ranked = [(self.ranks.get((a, b), -1), i) for i, (a, b) in enumerate(zip(symbols, symbols[1:]))]
-            ranked = [(r, i) for r, i in ranked if r >= 0]
-            if not ranked:
-                break
-            best = min(ranked)[0]
-            pair = next((symbols[i], symbols[i + 1]) for r, i in ranked if r == best)
-            merged: list[str] = []
-            i = 0
-            while i < len(symbols):
-                if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == pair:
-                    merged.append(symbols[i] + symbols[i + 1])
-                    i += 2
-                else:
-                    merged.append(symbols[i])
-                    i += 1
-            symbols = merged
-        ids = [self.vocab[s] for s in symbols]
-        self._cache[piece] = ids
-        return ids
-
-    def encode(self, text: str) -> list[int]:
-        ids: list[int] = []
-        for piece in self._pattern.findall(text):
-            ids.extend(self._word(piece))
-        return ids
-
-
 class ClipTokenizer:
     """Prompts -> (B, context_length) int64 token ids; see the module docstring."""
 
@@ -166,8 +115,7 @@ class ClipTokenizer:
         except FileNotFoundError as exc:
             raise ConfigError(f"CLIP tokenizer file missing: {exc.filename}") from None
         merges = [tuple(line.split()) for line in lines if line and not line.startswith("#version")]
-        bpe = PythonBpe(vocab, merges, "<|startoftext|>", "<|endoftext|>")
-        return cls(bpe.encode, bpe.sot_id, bpe.eot_id, source=f"{vocab_json} + {merges_txt}")
+        return cls._fast(vocab, merges, "<|startoftext|>", "<|endoftext|>", source=f"{vocab_json} + {merges_txt}")
 
     @classmethod
     def from_openclip_merges(cls, path: str | Path) -> "ClipTokenizer":
@@ -182,8 +130,24 @@ class ClipTokenizer:
         alphabet = list(_byte_alphabet().values())
         tokens = alphabet + [a + "</w>" for a in alphabet] + ["".join(m) for m in merges]
         tokens += ["<start_of_text>", "<end_of_text>"]
-        bpe = PythonBpe({t: i for i, t in enumerate(tokens)}, merges, "<start_of_text>", "<end_of_text>")
-        return cls(bpe.encode, bpe.sot_id, bpe.eot_id, source=str(path))
+        return cls._fast({t: i for i, t in enumerate(tokens)}, merges, "<start_of_text>",
+                         "<end_of_text>", source=str(path))
+
+    @classmethod
+    def _fast(cls, vocab: dict[str, int], merges: Sequence[tuple[str, ...]], sot: str, eot: str,
+              source: str) -> "ClipTokenizer":
+        """transformers' `CLIPTokenizerFast` over a vocabulary and its ranked merges (pairs)."""
+        from transformers import CLIPTokenizerFast
+
+        if sot not in vocab or eot not in vocab:
+            raise ConfigError(f"CLIP tokenizer {source}: the vocabulary lacks {sot} or {eot}.")
+        fast = CLIPTokenizerFast(vocab=vocab, merges=[tuple(m) for m in merges], bos_token=sot, eos_token=eot, unk_token=eot,
+                                 pad_token=eot)
+
+        def encode(text: str) -> list[int]:
+            return list(fast(text, add_special_tokens=False)["input_ids"])
+
+        return cls(encode, vocab[sot], vocab[eot], source=source)
 
     # -- use -----------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:

@@ -2,8 +2,8 @@
 
 Modules (import them directly; this package import stays light):
 
-    unet.py          the video UNet (`UNetVideo`, `PRESETS`, key map `to_upstream_key`)
-    scheduler.py     DDIM / low-res noise schedules, the split DDIM sampler, frame windows
+    unet.py          the video UNet (`UNetVideo`, `PRESETS`, key map `to_upstream_key`); unet_blocks.py its layers
+    scheduler.py     DDIM / low-res noise schedules, the DDIM adapter for core.sampling, frame windows
     pipeline.py      `UpscaleAVideo` (tiles, windows, guidance, propagation, VAE decode)
     loader.py        strict loading of the release files; `build_with_rule` for tests/benchmarks
     vae.py, raft.py, propagation.py, text_encoder.py   the other parts and their key maps

@@ -1,4 +1,4 @@
-"""Noise schedules and the split DDIM step used by Upscale-A-Video (no diffusers import).
+"""Upscale-A-Video's noise schedules and DDIM settings, run by `core.sampling` (no diffusers import).
 
 Two schedules are involved, both the SD x4 upscaler's "scaled linear" betas over 1000 steps:
 
@@ -7,23 +7,28 @@ Two schedules are involved, both the SD x4 upscaler's "scaled linear" betas over
 * the DDPM schedule that noise-augments the low-res frames (`LOW_RES_SCHEDULE`); the noise level
   (0..350) is an index into it and is also the UNet's class label.
 
-The sampler works on predicted x0: each step computes (x0, eps) from the model output, lets the
-caller replace x0 (flow propagation of the clean estimate), and re-noises with eta = 0:
-x_prev = sqrt(a_prev) * x0 + sqrt(1 - a_prev) * eps.
+`NoiseSchedule` is the diffusers config; `NoiseSchedule.diffusion()` is the same schedule as a
+`core.sampling.NoiseSchedule`. The sampler is `core.sampling.sample_ddim` with eta = 0 (as
+k-diffusion wraps a model): `DDIMSampler.denoised` is the adapter that turns the UNet's output
+into (eps, x0), and the pipeline's flow propagation of the clean estimate is the x0 hook, so
+x_prev = sqrt(a_prev) * hook(x0) + sqrt(1 - a_prev) * eps.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import torch
 
+from ... import sampling
 from ...errors import ConfigError
 
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+# diffusers' prediction types -> core.sampling's parameterizations
+PARAMETERIZATIONS = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
+PREDICTION_TYPES = tuple(PARAMETERIZATIONS)
 
 
 @dataclass(frozen=True)
@@ -46,14 +51,21 @@ class NoiseSchedule:
         if self.beta_schedule not in ("linear", "scaled_linear"):
             raise ValueError(f"unsupported beta_schedule {self.beta_schedule!r}")
 
-    def alphas_cumprod(self) -> torch.Tensor:
+    def betas(self) -> torch.Tensor:
         """(num_train_timesteps,) float32, computed as the upstream schedulers do (in float32)."""
         n = self.num_train_timesteps
         if self.beta_schedule == "linear":
-            betas = torch.linspace(self.beta_start, self.beta_end, n, dtype=torch.float32)
-        else:
-            betas = torch.linspace(self.beta_start ** 0.5, self.beta_end ** 0.5, n, dtype=torch.float32) ** 2
-        return torch.cumprod(1.0 - betas, dim=0)
+            return torch.linspace(self.beta_start, self.beta_end, n, dtype=torch.float32)
+        return torch.linspace(self.beta_start ** 0.5, self.beta_end ** 0.5, n, dtype=torch.float32) ** 2
+
+    def alphas_cumprod(self) -> torch.Tensor:
+        """(num_train_timesteps,) float32, computed as the upstream schedulers do (in float32)."""
+        return torch.cumprod(1.0 - self.betas(), dim=0)
+
+    def diffusion(self) -> sampling.NoiseSchedule:
+        """This schedule for `core.sampling`: the float32 values above, held exactly in float64."""
+        return sampling.NoiseSchedule(self.betas().double(), self.alphas_cumprod().double(),
+                                      PARAMETERIZATIONS[self.prediction_type])
 
     @classmethod
     def from_config_file(cls, path: str | Path, base: Optional["NoiseSchedule"] = None) -> "NoiseSchedule":
@@ -91,15 +103,22 @@ def add_noise(schedule: NoiseSchedule, x: torch.Tensor, noise: torch.Tensor, lev
     return (a ** 0.5) * x.float() + ((1.0 - a) ** 0.5) * noise.float()
 
 
+# Our Upscale-A-Video sampler has always computed its step coefficients in float64, rounded once;
+# keeping that keeps its results bit-identical (see `core.sampling.ddim_update`).
+PRECISION = torch.float64
+
+
 @dataclass(frozen=True)
 class DDIMSampler:
-    """Split DDIM step over one schedule (eta = 0, deterministic)."""
+    """DDIM over one schedule with eta = 0 (deterministic): the timesteps, the model-output adapter
+    and the arguments `core.sampling.sample_ddim` runs with."""
 
     schedule: NoiseSchedule
     steps: int
+    diffusion: sampling.NoiseSchedule = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_acp", self.schedule.alphas_cumprod().double())
+        object.__setattr__(self, "diffusion", self.schedule.diffusion())
 
     @property
     def timesteps(self) -> list[int]:
@@ -107,57 +126,53 @@ class DDIMSampler:
 
     def alpha_bar(self, t: int) -> float:
         if t < 0:
-            return 1.0 if self.schedule.set_alpha_to_one else float(self._acp[0])
-        return float(self._acp[t])
+            return 1.0 if self.schedule.set_alpha_to_one else self.diffusion.alpha_bar(0)
+        return self.diffusion.alpha_bar(t)
 
     def previous(self, t: int) -> int:
         return t - self.schedule.num_train_timesteps // self.steps
 
-    def split(self, model_output: torch.Tensor, x_t: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Model output at timestep t -> (predicted x0, predicted eps), both float32."""
-        a = self.alpha_bar(t)
-        sa, sb = a ** 0.5, (1.0 - a) ** 0.5
-        out, x = model_output.float(), x_t.float()
-        kind = self.schedule.prediction_type
-        if kind == "v_prediction":
-            x0, eps = sa * x - sb * out, sa * out + sb * x
-        elif kind == "epsilon":
-            x0, eps = (x - sb * out) / sa, out
-        else:
-            x0, eps = out, (x - sa * out) / sb
+    def denoised(self, model_output: torch.Tensor, x_t: torch.Tensor, t: int) -> sampling.Denoised:
+        """The adapter: the model's output at timestep t -> `Denoised` (eps, x0 clipped if the
+        schedule says so; eps stays the unclipped model's), float32."""
+        d = sampling.to_eps_x0(model_output.float(), x_t.float(), self.diffusion, t)
         if self.schedule.clip_sample:
             r = self.schedule.clip_sample_range
-            x0 = x0.clamp(-r, r)
-        return x0, eps
+            d = sampling.Denoised(d.output, d.eps, d.x0.clamp(-r, r))
+        return d
+
+    def split(self, model_output: torch.Tensor, x_t: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model output at timestep t -> (predicted x0, predicted eps), both float32."""
+        d = self.denoised(model_output, x_t, t)
+        return d.x0, d.eps
 
     def renoise(self, x0: torch.Tensor, eps: torch.Tensor, t: int) -> torch.Tensor:
-        """(x0, eps) at timestep t -> x at the previous DDIM timestep."""
-        a_prev = self.alpha_bar(self.previous(t))
-        return (a_prev ** 0.5) * x0 + ((1.0 - a_prev) ** 0.5) * eps
+        """(x0, eps) at timestep t -> x at the previous DDIM timestep (one step of `sample_ddim`)."""
+        return sampling.ddim_update(x0, eps, self.alpha_bar(t), self.alpha_bar(self.previous(t)),
+                                    precision=PRECISION)
 
 
 Denoiser = Callable[[torch.Tensor, int], torch.Tensor]
-X0Hook = Callable[[int, torch.Tensor], torch.Tensor]
 StepCallback = Callable[[int, int], None]
 
 
-def sample_ddim(denoiser: Denoiser, x: torch.Tensor, sampler: DDIMSampler, x0_hook: Optional[X0Hook] = None,
+def sample_ddim(denoiser: Denoiser, x: torch.Tensor, sampler: DDIMSampler, x0_hook: Optional[sampling.X0Hook] = None,
                 callback: Optional[StepCallback] = None) -> torch.Tensor:
-    """Run DDIM from the noise `x` (float32) to the clean latents.
+    """Run DDIM from the noise `x` (float32) to the clean latents, with `core.sampling.sample_ddim`.
 
     denoiser(x_t, t) returns the (guided) model output in the schedule's prediction type.
     x0_hook(step_index, x0) may replace the predicted x0 before re-noising (eps stays the model's).
     callback(step_index, num_steps) is called after each step.
     """
     timesteps = sampler.timesteps
-    for i, t in enumerate(timesteps):
-        x0, eps = sampler.split(denoiser(x, t), x, t)
-        if x0_hook is not None:
-            x0 = x0_hook(i, x0)
-        x = sampler.renoise(x0, eps, t)
-        if callback is not None:
-            callback(i, len(timesteps))
-    return x
+
+    def adapter(x_t: torch.Tensor, t: int) -> sampling.Denoised:
+        return sampler.denoised(denoiser(x_t, t), x_t, t)
+
+    on_step = None if callback is None else (lambda i, n, x_i, x0: callback(i, n))
+    return sampling.sample_ddim(adapter, x, sampler.diffusion, timesteps[::-1], eta=0.0, callback=on_step,
+                                x0_hook=x0_hook, final_alpha_bar=sampler.alpha_bar(sampler.previous(timesteps[-1])),
+                                precision=PRECISION)
 
 
 def temporal_windows(frames: int, size: int, stride: int) -> list[tuple[int, int]]:

@@ -13,18 +13,10 @@ from typing import Mapping, Sequence
 
 import torch
 
-from ..errors import CheckpointError, WeightsMissing
-from . import checkpoint as ckpt
-from .checkpoint import FileVerdict
-from .fastdvdnet import (
-    _OPTIONAL_SUFFIX,
-    PRESETS,
-    WRAPPER_PREFIX,
-    FastDVDnet,
-    FastDVDnetParams,
-    checkpoint_key_map,
-    optimize_for_inference,
-)
+from ...errors import CheckpointError, WeightsMissing
+from ..checkpoint import FileVerdict, assign_strict, read_state_dict
+from .keymap import OPTIONAL_SUFFIX, WRAPPER_PREFIX, checkpoint_key_map
+from .model import PRESETS, FastDVDnet, FastDVDnetParams, optimize_for_inference
 
 
 def convert_checkpoint(state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> dict[str, torch.Tensor]:
@@ -40,7 +32,7 @@ def convert_checkpoint(state: Mapping[str, torch.Tensor], source: str = "checkpo
         bare[k[len(WRAPPER_PREFIX):] if k.startswith(WRAPPER_PREFIX) else k] = v
     kmap = checkpoint_key_map()
     wanted = set(kmap.values())
-    missing = sorted(k for k in wanted - bare.keys() if not k.endswith(_OPTIONAL_SUFFIX))
+    missing = sorted(k for k in wanted - bare.keys() if not k.endswith(OPTIONAL_SUFFIX))
     unexpected = sorted(bare.keys() - wanted)
     if missing or unexpected:
         raise CheckpointError(f"{source}: not the FastDVDnet layout; " + _describe_mismatch(missing, unexpected))
@@ -64,7 +56,7 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a FastDVDnet weight file (a plain state dict, .pth or .safetensors) onto the CPU;
     CheckpointError if unreadable or absent."""
     try:
-        return ckpt.read_state_dict(path, hint="`python -m core.weights fetch fastdvdnet`")
+        return read_state_dict(path, hint="`python -m core.weights fetch fastdvdnet`")
     except WeightsMissing:
         raise CheckpointError(f"{path}: FastDVDnet weight file not found.") from None
 
@@ -87,7 +79,7 @@ def load_state(model: FastDVDnet, state: Mapping[str, torch.Tensor], source: str
                 f"{tuple(ref.shape)} (wrong model variant?)."
             )
         full[k] = v.to(device=device, dtype=ref.dtype)
-    ckpt.assign_strict(model, full, source)
+    assign_strict(model, full, source)
 
 
 def build_from_checkpoint(state: Mapping[str, torch.Tensor], params: FastDVDnetParams = PRESETS["fastdvdnet"],
@@ -140,7 +132,7 @@ def inspect_entries(name: str = "fastdvdnet") -> list[tuple[str, tuple[int, ...]
 def verify_file(name: str, path: str | Path) -> Verdict:
     """Check a weight file against preset `name`: key layout, shapes, and whether it is one of
     the released files (by git blob id)."""
-    from ..weights import git_blob_id
+    from ...weights import git_blob_id
 
     expected = {k: s for k, s, _ in inspect_entries(name)}
     try:
@@ -149,7 +141,7 @@ def verify_file(name: str, path: str | Path) -> Verdict:
         return Verdict(False, "unreadable", "", str(exc))
     found = {(k if k.startswith(WRAPPER_PREFIX) else WRAPPER_PREFIX + k): v for k, v in state.items()
              if isinstance(v, torch.Tensor)}
-    missing = sorted(k for k in expected.keys() - found.keys() if not k.endswith(_OPTIONAL_SUFFIX))
+    missing = sorted(k for k in expected.keys() - found.keys() if not k.endswith(OPTIONAL_SUFFIX))
     unexpected = sorted(found.keys() - expected.keys())
     wrong = sorted(k for k in expected.keys() & found.keys() if tuple(found[k].shape) != expected[k])
     if missing or unexpected or wrong:

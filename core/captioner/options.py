@@ -1,7 +1,8 @@
-"""Which Qwen2-VL captioner can run here, and its options: torch-free.
+"""What a captioner entry may set, the defaults, and which entry runs on this machine.
 
-The dashboard shows whether Caption works (and the default instructions) while it builds the page;
-that must not import torch or transformers. The captioner itself is `core.captioner`.
+Torch-free: the dashboard shows whether Caption works (and the default instructions) while it
+builds the page, which must not import torch or transformers (core.devices answers "is there a
+CUDA GPU?" without torch).
 """
 
 from __future__ import annotations
@@ -9,22 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .devices import cuda_available
-from .errors import ConfigError, Unavailable
-from .registry import ModelEntry, Registry
+from ..devices import cuda_available
+from ..errors import ConfigError, Unavailable
+from ..registry import ModelEntry, Registry
+from .defaults import DEFAULT_MAX_NEW_TOKENS, MIN_PIXELS, QUANTIZATIONS, VARIANT
 
-VARIANT = "qwen2-vl"
-
-DEFAULT_PROMPT = (
-    "Describe this interior photo in one sentence of at most 30 words: the room type, the key "
-    "furniture, the main materials and colours, and the light."
-)
-# The CamI2V demo's captioner budget; one sentence of 30 words needs far fewer tokens, and
-# generation stops at the end-of-turn token anyway.
-DEFAULT_MAX_NEW_TOKENS = 128
-MIN_PIXELS = 56 * 56
-QUANTIZATIONS = (None, "awq", "nf4")
-
+# -- options from the registry ------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class CaptionerOptions:

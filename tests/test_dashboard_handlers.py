@@ -269,3 +269,33 @@ def test_a_download_makes_the_model_available_without_a_restart(tmp_path, monkey
         assert ("CamI2V 256x256", "cami2v-256") in out[ids.index(tab_picker)]["choices"]
     note_after = handler(demo, "model_changed").fn("cami2v-256", None, [])[0]
     assert note_after.startswith("**CamI2V 256x256** · 256x256")
+
+
+def test_a_download_keeps_the_commercial_switch(tmp_path, monkeypatch):
+    """With "Commercial use only" on, a download refreshes Create's pickers without the models the
+    switch hides; turning the switch off afterwards offers the downloaded model as available."""
+    from core import weights
+    from ui.app import build_ui
+
+    studio = Studio(StudioSettings(root=tmp_path, outputs=tmp_path / "out", models=REPO / "models.json",
+                                   min_free_bytes=0, device="cpu"))
+    demo, _ = build_ui(studio)
+
+    def fake_fetch(registry, name, progress=None, **kw):
+        for f in registry.get(name).files:
+            if not f.optional:
+                target = f.resolve(registry.root)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(b"weights")
+        return [f"{name}: verified"]
+
+    monkeypatch.setattr(weights, "fetch", fake_fetch)
+    fn = handler(demo, "download")
+    ids = [getattr(c, "elem_id", None) for c in fn.outputs]
+    out = fn.fn("cami2v-256", True, progress=lambda *a, **k: None)
+    names = [n for _, n in out[ids.index("model")]["choices"]]
+    assert "kenburns" in names and "cami2v-256" not in names  # CamI2V states no commercial-use licence
+    off = handler(demo, "commercial_changed").fn(False, "kenburns", "nlmeans", "lanczos", "dis-interp")
+    assert ("CamI2V 256x256", "cami2v-256") in off[0]["choices"]  # available now, no "(unavailable: ...)"
+    on = handler(demo, "commercial_changed").fn(True, "cami2v-256", "nlmeans", "lanczos", "dis-interp")
+    assert "cami2v-256" not in [n for _, n in on[0]["choices"]] and "CamI2V 256x256" in on[-1]

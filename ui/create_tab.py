@@ -564,8 +564,8 @@ def build_create_tab(studio: Studio, demo: gr.Blocks) -> CreateTab:
     commercial_box.change(commercial_changed, [commercial_box, model, denoiser, upscaler, interpolator],
                           [model, denoiser, upscaler, interpolator, commercial_note], queue=False)
 
-    gen_inputs = {commercial_box, model, photo, photo_state, prompt, adherence_box, seed, chains, custom_chain, denoiser,
-                  upscaler, interpolator, variant, *cam_inputs, length_s, out_fps,
+    gen_inputs = {commercial_box, model, photo, photo_state, prompt, adherence_box, seed, chains, custom_chain,
+                  denoiser, upscaler, interpolator, variant, *cam_inputs, length_s, out_fps,
                   *(c for _, _, c in param_controls),
                   *(c for _, _, c in stage_controls)}
     # The job runs on the server's job worker (one at a time on the device); these events only
@@ -613,7 +613,8 @@ def build_create_tab(studio: Studio, demo: gr.Blocks) -> CreateTab:
         players=players, variant=variant, psnr_plot=psnr_plot, ssim_plot=ssim_plot, table=table,
         results_state=results_state, downloads=downloads, job_outputs=job_outputs, reattached=reattached,
         # shared handlers
-        model_changed=model_changed, commercial_changed=commercial_changed, update_camera=update_camera, follow_job=follow_job,
+        model_changed=model_changed, commercial_changed=commercial_changed, update_camera=update_camera,
+        follow_job=follow_job,
         render_results=render_results, render_players=render_players, result_downloads=result_downloads,
         refresh_catalogue=refresh_catalogue,
     )

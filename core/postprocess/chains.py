@@ -65,6 +65,19 @@ def create_stage(name: str) -> Stage:
     return stage
 
 
+def chain_words(text: str) -> list[str]:
+    """The words of chain text, lower case, without spaces or empty words:
+    " Denoise + Upscale" -> ["denoise", "upscale"]; "" -> []. The one tokeniser of chain text:
+    `chain_name`, `parse_chain`, the service's request parsing and study specs all use it."""
+    return [w.strip().lower() for w in str(text).split("+") if w.strip()]
+
+
+def chain_name(text: str) -> str:
+    """The canonical text of one chain: lower-case words joined by "+" without spaces
+    (" Denoise + Upscale" -> "denoise+upscale"); "none" when it names no stage."""
+    return "+".join(chain_words(text)) or "none"
+
+
 def parse_chain(
     text: str, roles: Mapping[str, str] | None = None, *, extra: Collection[str] = ()
 ) -> tuple[str, ...]:
@@ -72,12 +85,13 @@ def parse_chain(
 
     "none" (or an empty string) -> (). Role words use `roles` (default `DEFAULT_ROLES`);
     stage names must be registered or listed in `extra` (names of instances a caller supplies).
-    Case and spaces around "+" are ignored. Raises InputError naming the first unknown word.
+    The words are `chain_words(text)` (case, spaces and empty words ignored), so
+    `parse_chain(t) == parse_chain(chain_name(t))`. Raises InputError naming the first unknown word.
     """
     picked = {**DEFAULT_ROLES, **(roles or {})}
     known_stages = set(STAGES) | set(extra)
-    words = [w.strip().lower() for w in str(text).split("+")]
-    if words in ([""], ["none"]):
+    words = chain_words(text)
+    if words in ([], ["none"]):
         return ()
     check_chain_length(words, str(text))
     out = []
@@ -221,7 +235,7 @@ def _named(chains, roles, stages_by_name) -> list[tuple[str, tuple[str, ...]]]:
     for c in chains:
         if isinstance(c, str):
             t = parse_chain(c, roles, extra=tuple(stages_by_name or ()))
-            name = "+".join(w.strip().lower() for w in c.split("+")) or "none"
+            name = chain_name(c)
         else:
             t = tuple(c)
             name = chain_label(t)

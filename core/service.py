@@ -343,9 +343,10 @@ class Studio:
             self._forget(job_id)
     # -- end of tours -----------------------------------------------------------------------
 
-    def _stages_for(self, chain_texts: Sequence[str], roles: Mapping[str, str]) -> dict[str, Stage]:
-        """Stage instances for every stage the chains use, with availability checked up front."""
-        return stages_for(self, chain_texts, roles)
+    def _stages_for(self, chains: Sequence[Any], roles: Mapping[str, str]) -> dict[str, Stage]:
+        """Stage instances for every stage the chains (texts or parsed chains) use, with
+        availability checked up front."""
+        return stages_for(self, chains, roles)
 
     def check_commercial(self, model: str, chains: Sequence[str], roles: Mapping[str, str] | None = None) -> None:
         """InputError with the reason when the generator `model` or a stage of `chains` (chain

@@ -51,3 +51,30 @@ def test_blank_chains_are_refused_alike():
         study_chains([" + ", " "])
     with pytest.raises(InputError):
         study_chains(" + , ,")
+
+
+def test_a_job_parses_each_chain_once_and_names_its_products_alike(tmp_path, monkeypatch):
+    """The plan parses the chain texts once; the stage lookup, the size check, the timeline and
+    the runner take the parsed chains (a second parse could resolve roles differently)."""
+    from core import jobplan
+    from core.service import CameraSpec, JobRequest, Studio, StudioSettings
+
+    studio = Studio(StudioSettings(root=tmp_path, outputs=tmp_path / "out", models=tmp_path / "none.json",
+                                   min_free_bytes=0))
+    calls: list[str] = []
+    real = chainlib.parse_chain
+    monkeypatch.setattr(chainlib, "parse_chain", lambda text, *a, **kw: calls.append(text) or real(text, *a, **kw))
+    image = np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    texts = ("None", " Denoise + upscale", "upscale+denoise", "lanczos + nlmeans")
+    request = JobRequest(image, CameraSpec(preset="push-in"), params={"width": 64, "height": 48, "num_frames": 4},
+                         chains=texts, stage_params={"lanczos": {"scale": 2}})
+    p = jobplan.plan(studio, request)
+    assert calls == [chainlib.chain_name(t) for t in texts]  # once each, nothing re-parsed
+    assert [(c.name, c.stages) for c in p.parsed] == [
+        ("none", ()), ("denoise+upscale", ("nlmeans", "lanczos")), ("upscale+denoise", ("lanczos", "nlmeans")),
+        ("lanczos+nlmeans", ("lanczos", "nlmeans"))]
+    assert p.chains == [c.name for c in p.parsed] and p.post == p.parsed[1:]
+    calls.clear()
+    events = list(studio.run_job(request))
+    assert calls == [chainlib.chain_name(t) for t in texts]  # the job parsed them once, in its plan
+    assert [e.chain for e in events if e.chain] == p.chains

@@ -118,6 +118,25 @@ def chain_label(stages: Sequence[str]) -> str:
     return "+".join(stages) if stages else "none"
 
 
+@dataclass(frozen=True)
+class ParsedChain:
+    """One chain parsed once: `name`, its canonical text as the user wrote it ("denoise+upscale",
+    see `chain_name`), and `stages`, the stage names it resolves to (() for "none"). The chain
+    functions below take it in place of text and do not parse it again."""
+
+    name: str
+    stages: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return chain_label(self.stages)
+
+
+def resolve_chain(text: str, roles: Mapping[str, str] | None = None, *, extra: Collection[str] = ()) -> ParsedChain:
+    """`ParsedChain(chain_name(text), parse_chain(text, roles, extra=extra))`."""
+    return ParsedChain(chain_name(text), parse_chain(text, roles, extra=extra))
+
+
 @dataclass
 class StageRecord:
     """What one stage did: its parameters, wall time and the clip size it produced.
@@ -212,7 +231,7 @@ class ChainPlan:
 
 
 def plan_chains(
-    chains: Sequence[str | Sequence[str]],
+    chains: Sequence[str | ParsedChain | Sequence[str]],
     roles: Mapping[str, str] | None = None,
     *,
     stages_by_name: Mapping[str, Stage] | None = None,
@@ -233,7 +252,9 @@ def plan_chains(
 def _named(chains, roles, stages_by_name) -> list[tuple[str, tuple[str, ...]]]:
     named: list[tuple[str, tuple[str, ...]]] = []
     for c in chains:
-        if isinstance(c, str):
+        if isinstance(c, ParsedChain):  # parsed once by the caller
+            name, t = c.name, c.stages
+        elif isinstance(c, str):
             t = parse_chain(c, roles, extra=tuple(stages_by_name or ()))
             name = chain_name(c)
         else:
@@ -269,7 +290,7 @@ def run_chain(
 
 def run_chains(
     clip: Clip,
-    chains: Sequence[str | Sequence[str]],
+    chains: Sequence[str | ParsedChain | Sequence[str]],
     params_by_stage: Mapping[str, Mapping[str, Any]] | None = None,
     progress: Progress | ProgressFn | None = None,
     *,
@@ -280,8 +301,8 @@ def run_chains(
 ) -> dict[str, ChainResult]:
     """Run several chains on one clip, computing each shared prefix once.
 
-    chains: chain texts (parsed with `roles`) or stage-name tuples. Returns chain name (the
-    normalised text, or "a+b" for a tuple) -> ChainResult, in the given order; texts that
+    chains: chain texts (parsed with `roles`), `ParsedChain`s or stage-name tuples. Returns chain
+    name (the normalised text, or "a+b" for a tuple) -> ChainResult, in the given order; texts that
     resolve to the same stages are computed once. on_result is called as soon as each
     chain's result exists, so a caller can write and record it before later chains run (nothing
     already produced is lost if a later stage fails). Progress is split evenly over the distinct

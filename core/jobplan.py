@@ -64,11 +64,11 @@ def plan(studio: "Studio", request: JobRequest) -> JobPlan:
     """Parse and check `request` (StudioError naming the problem); nothing is written."""
     chain_texts = normalise_chains(request.chains)
     roles = {**chainlib.DEFAULT_ROLES, **dict(request.roles)}
+    parsed = resolve_chains(studio, chain_texts, roles)
     if request.commercial_only:  # refused before anything loads, with the licence's reason
-        studio.check_commercial(request.model, chain_texts, roles)
+        studio.check_commercial(request.model, parsed, roles)
     generator = studio.generator(request.model)
     studio._require_available(request.model)
-    parsed = resolve_chains(studio, chain_texts, roles)
     stages = studio._stages_for(parsed, roles)
     params = resolve_params(generator.param_specs(), request.params, studio.registry.get(request.model).defaults)
     image = check_photo(request.image)

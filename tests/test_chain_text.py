@@ -54,8 +54,9 @@ def test_blank_chains_are_refused_alike():
 
 
 def test_a_job_parses_each_chain_once_and_names_its_products_alike(tmp_path, monkeypatch):
-    """The plan parses the chain texts once; the stage lookup, the size check, the timeline and
-    the runner take the parsed chains (a second parse could resolve roles differently)."""
+    """The plan parses the chain texts once; the licence check, the stage lookup, the size check,
+    the timeline and the runner take the parsed chains (a second parse could resolve roles
+    differently)."""
     from core import jobplan
     from core.service import CameraSpec, JobRequest, Studio, StudioSettings
 
@@ -67,7 +68,7 @@ def test_a_job_parses_each_chain_once_and_names_its_products_alike(tmp_path, mon
     image = np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8)
     texts = ("None", " Denoise + upscale", "upscale+denoise", "lanczos + nlmeans")
     request = JobRequest(image, CameraSpec(preset="push-in"), params={"width": 64, "height": 48, "num_frames": 4},
-                         chains=texts, stage_params={"lanczos": {"scale": 2}})
+                         chains=texts, stage_params={"lanczos": {"scale": 2}}, commercial_only=True)
     p = jobplan.plan(studio, request)
     assert calls == [chainlib.chain_name(t) for t in texts]  # once each, nothing re-parsed
     assert [(c.name, c.stages) for c in p.parsed] == [

@@ -344,8 +344,7 @@ class Studio:
     # -- end of tours -----------------------------------------------------------------------
 
     def _stages_for(self, chains: Sequence[Any], roles: Mapping[str, str]) -> dict[str, Stage]:
-        """Stage instances for every stage the chains (texts or parsed chains) use, with
-        availability checked up front."""
+        """Stage instances for every stage the chains (texts or parsed) use, availability checked first."""
         return stages_for(self, chains, roles)
 
     def check_commercial(self, model: str, chains: Sequence[Any], roles: Mapping[str, str] | None = None) -> None:

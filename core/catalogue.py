@@ -60,7 +60,69 @@ class Variant(NamedTuple):
     loader: Loader | None  # None: no weights (nothing for the manager to hold)
 
 
-# -- factories and loaders (imports inside: listing models must not import torch) -------------
+# -- the code of each variant (imports inside: listing models must not import torch) ------------
+# A weight-bearing variant's module gives its class (with `from_entry(entry, load_model)`) and its
+# `load_model(registry, entry, *, device, dtype)`; one small importer per variant names both.
+
+def _cami2v():
+    from .generators.cami2v import CamI2VGenerator, load_model
+
+    return CamI2VGenerator, load_model
+
+
+def _svd():
+    from .generators.svd import SVDGenerator, load_model
+
+    return SVDGenerator, load_model
+
+
+def _sv3d():
+    from .generators.sv3d import SV3DGenerator, load_model
+
+    return SV3DGenerator, load_model
+
+
+def _fastdvdnet():
+    from .postprocess.fastdvdnet import FastDVDnetStage, load_model
+
+    return FastDVDnetStage, load_model
+
+
+def _upscale_a_video():
+    from .postprocess.upscale_a_video import UpscaleAVideoStage, load_model
+
+    return UpscaleAVideoStage, load_model
+
+
+def _rife():
+    from .postprocess.rife import RIFEStage, load_model
+
+    return RIFEStage, load_model
+
+
+def _realesrgan():
+    from .postprocess.realesrgan import RealESRGANStage, load_model
+
+    return RealESRGANStage, load_model
+
+
+Importer = Callable[[], tuple[Any, Loader]]
+
+
+def _with_weights(kind: str, importer: Importer) -> Variant:
+    """The row of a weight-bearing variant: its class built from the entry around the manager's
+    `load_model`, and its module's loader."""
+
+    def factory(entry: ModelEntry, load_model: Callable[[], Any]):
+        cls, _ = importer()
+        return cls.from_entry(entry, load_model)
+
+    def loader(registry: Registry, entry: ModelEntry, *, device: Any, dtype: str):
+        _, load = importer()
+        return load(registry, entry, device=device, dtype=dtype)
+
+    return Variant(kind, factory, loader)
+
 
 def _kenburns(entry: ModelEntry, load_model: Callable[[], Any]):
     from .generators.kenburns import KenBurnsGenerator
@@ -68,106 +130,22 @@ def _kenburns(entry: ModelEntry, load_model: Callable[[], Any]):
     return KenBurnsGenerator()
 
 
-def _cami2v(entry: ModelEntry, load_model: Callable[[], Any]):
-    from .generators.cami2v import CamI2VGenerator
-
-    return CamI2VGenerator.from_entry(entry, load_model)
-
-
-def _load_cami2v(registry: Registry, entry: ModelEntry, *, device: Any, dtype: str):
-    from .generators.cami2v import load_model
-
-    return load_model(registry, entry, device=device, dtype=dtype)
-
-
-def _svd(entry: ModelEntry, load_model: Callable[[], Any]):
-    from .generators.svd import SVDGenerator
-
-    return SVDGenerator.from_entry(entry, load_model)
-
-
-def _load_svd(registry: Registry, entry: ModelEntry, *, device: Any, dtype: str):
-    from .generators.svd import load_model
-
-    return load_model(registry, entry, device=device, dtype=dtype)
-
-
-def _sv3d(entry: ModelEntry, load_model: Callable[[], Any]):
-    from .generators.sv3d import SV3DGenerator
-
-    return SV3DGenerator.from_entry(entry, load_model)
-
-
-def _load_sv3d(registry: Registry, entry: ModelEntry, *, device: Any, dtype: str):
-    from .generators.sv3d import load_model
-
-    return load_model(registry, entry, device=device, dtype=dtype)
-
-
 def _classical(entry: ModelEntry, load_model: Callable[[], Any]):
     return chainlib.create_stage(entry.variant)
 
 
-def _fastdvdnet(entry: ModelEntry, load_model: Callable[[], Any]):
-    from .postprocess.fastdvdnet import FastDVDnetStage
-
-    return FastDVDnetStage.from_entry(entry, load_model)
-
-
-def _load_fastdvdnet(registry: Registry, entry: ModelEntry, *, device: Any, dtype: str):
-    from .postprocess.fastdvdnet import load_model
-
-    return load_model(registry, entry, device=device, dtype=dtype)
-
-
-def _upscale_a_video(entry: ModelEntry, load_model: Callable[[], Any]):
-    from .postprocess.upscale_a_video import UpscaleAVideoStage
-
-    return UpscaleAVideoStage.from_entry(entry, load_model)
-
-
-def _load_upscale_a_video(registry: Registry, entry: ModelEntry, *, device: Any, dtype: str):
-    from .postprocess.upscale_a_video import load_model
-
-    return load_model(registry, entry, device=device, dtype=dtype)
-
-
-def _rife(entry: ModelEntry, load_model: Callable[[], Any]):
-    from .postprocess.rife import RIFEStage
-
-    return RIFEStage.from_entry(entry, load_model)
-
-
-def _load_rife(registry: Registry, entry: ModelEntry, *, device: Any, dtype: str):
-    from .postprocess.rife import load_model
-
-    return load_model(registry, entry, device=device, dtype=dtype)
-
-
-def _realesrgan(entry: ModelEntry, load_model: Callable[[], Any]):
-    from .postprocess.realesrgan import RealESRGANStage
-
-    return RealESRGANStage.from_entry(entry, load_model)
-
-
-def _load_realesrgan(registry: Registry, entry: ModelEntry, *, device: Any, dtype: str):
-    from .postprocess.realesrgan import load_model
-
-    return load_model(registry, entry, device=device, dtype=dtype)
-
-
 VARIANTS: dict[str, Variant] = {
     "kenburns": Variant("generator", _kenburns, None),
-    "cami2v": Variant("generator", _cami2v, _load_cami2v),
-    "svd": Variant("generator", _svd, _load_svd),
-    "sv3d": Variant("generator", _sv3d, _load_sv3d),
+    "cami2v": _with_weights("generator", _cami2v),
+    "svd": _with_weights("generator", _svd),
+    "sv3d": _with_weights("generator", _sv3d),
     "nlmeans": Variant("stage", _classical, None),
     "lanczos": Variant("stage", _classical, None),
     "dis-interp": Variant("stage", _classical, None),
-    "fastdvdnet": Variant("stage", _fastdvdnet, _load_fastdvdnet),
-    "upscale-a-video": Variant("stage", _upscale_a_video, _load_upscale_a_video),
-    "rife": Variant("stage", _rife, _load_rife),
-    "realesrgan": Variant("stage", _realesrgan, _load_realesrgan),
+    "fastdvdnet": _with_weights("stage", _fastdvdnet),
+    "upscale-a-video": _with_weights("stage", _upscale_a_video),
+    "rife": _with_weights("stage", _rife),
+    "realesrgan": _with_weights("stage", _realesrgan),
 }
 
 

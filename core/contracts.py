@@ -20,6 +20,7 @@ from .errors import InputError
 from .licences import ALLOWED_FOR_COMMERCIAL
 from .params import ParamSpec
 from .postprocess import chains as chainlib
+from .postprocess.chains import chain_name  # the one chain-text normaliser (re-exported here)
 
 # --------------------------------------------------------------------------------- settings
 
@@ -165,19 +166,13 @@ class ModelInfo:
 
 # --------------------------------------------------------------------------------- parsing
 
-def chain_name(text: str) -> str:
-    """The canonical text of one chain: lower-case words joined by "+" without spaces
-    (" Denoise + Upscale" -> "denoise+upscale"); "none" when it names no stage."""
-    return "+".join(w.strip().lower() for w in str(text).split("+") if w.strip()) or "none"
-
-
 def normalise_chains(chains: Sequence[str]) -> list[str]:
     """The chains of a request, each as `chain_name` writes it, first occurrence kept. Each item
     may hold several chains separated by commas ("none, denoise+upscale"). At least 1, at most 12."""
     out: list[str] = []
     for c in chains:
         for part in str(c).split(","):
-            if not part.replace("+", "").strip():
+            if not chainlib.chain_words(part):
                 continue  # an empty item between commas
             name = chain_name(part)
             if name not in out:

@@ -23,6 +23,7 @@ from .params import resolve_params
 from .photo import check_photo
 from .postprocess import chains as chainlib
 from .postprocess.base import Stage
+from .postprocess.chains import ParsedChain
 
 if TYPE_CHECKING:  # pragma: no cover
     from .service import Studio
@@ -35,7 +36,7 @@ class JobPlan:
     request: JobRequest
     generator: Generator
     image: np.ndarray  # (H, W, 3) uint8, passed core.photo.check_photo
-    chains: list[str]  # normalised chain texts ("none", "denoise+upscale", ...)
+    parsed: list[ParsedChain]  # each requested chain, its normalised text and stage names, parsed once
     roles: dict[str, str]
     stages: dict[str, Stage]
     params: dict[str, Any]  # generator parameters, resolved against its ParamSpecs
@@ -45,8 +46,13 @@ class JobPlan:
     seed: int
 
     @property
-    def post(self) -> list[str]:
-        return [c for c in self.chains if c != "none"]
+    def chains(self) -> list[str]:
+        """The normalised chain texts ("none", "denoise+upscale", ...)."""
+        return [c.name for c in self.parsed]
+
+    @property
+    def post(self) -> list[ParsedChain]:
+        return [c for c in self.parsed if c.name != "none"]
 
     @property
     def writes_generated(self) -> bool:
@@ -58,11 +64,12 @@ def plan(studio: "Studio", request: JobRequest) -> JobPlan:
     """Parse and check `request` (StudioError naming the problem); nothing is written."""
     chain_texts = normalise_chains(request.chains)
     roles = {**chainlib.DEFAULT_ROLES, **dict(request.roles)}
+    parsed = resolve_chains(studio, chain_texts, roles)
     if request.commercial_only:  # refused before anything loads, with the licence's reason
-        studio.check_commercial(request.model, chain_texts, roles)
+        studio.check_commercial(request.model, parsed, roles)
     generator = studio.generator(request.model)
     studio._require_available(request.model)
-    stages = studio._stages_for(chain_texts, roles)
+    stages = studio._stages_for(parsed, roles)
     params = resolve_params(generator.param_specs(), request.params, studio.registry.get(request.model).defaults)
     image = check_photo(request.image)
     # long shot (core.longshot): frame count from the length; None = the model's own
@@ -71,35 +78,40 @@ def plan(studio: "Studio", request: JobRequest) -> JobPlan:
     path = studio.camera_path(request.camera, request.model, length.num_frames if length else None)
     seed = check_seed(request.seed)
     stage_params = {k: dict(v) for k, v in request.stage_params.items() if k in stages}
-    check_job_size(request.model, generator, params, path, chain_texts, roles, stages, stage_params)
+    check_job_size(request.model, generator, params, path, parsed, stages, stage_params)
     for name, stage in stages.items():
         # a text-guided stage (Upscale-A-Video) describes the clip with the job's prompt
         if request.prompt and any(p.name == "prompt" for p in stage.param_specs()) \
                 and not stage_params.get(name, {}).get("prompt"):
             stage_params.setdefault(name, {})["prompt"] = request.prompt
-    return JobPlan(request, generator, image, chain_texts, roles, stages, params, stage_params, length, path, seed)
+    return JobPlan(request, generator, image, parsed, roles, stages, params, stage_params, length, path, seed)
 
 
-def stages_for(studio: "Studio", chain_texts: Sequence[str], roles: Mapping[str, str]) -> dict[str, Stage]:
-    """Stage instances for every stage the chains use, with availability checked up front."""
+def resolve_chains(studio: "Studio", chain_texts: Sequence[str], roles: Mapping[str, str]) -> list[ParsedChain]:
+    """Each chain text parsed once into its stage names (role words through `roles`, checked
+    against the registry's entries); the layers below take these and never parse the text again."""
     from .catalogue import ROLE_KIND, STAGE_KINDS
 
     for role, name in roles.items():
         if role not in ROLE_KIND:
             raise InputError(f"Unknown post-processing role {role!r}; use {', '.join(ROLE_KIND)}.")
-        if name not in studio.registry and not any(role in c.split("+") for c in chain_texts):
+        if name not in studio.registry and not any(role in chainlib.chain_words(c) for c in chain_texts):
             continue  # a default role (e.g. interpolate) this registry lacks and no chain uses
         entry = studio.registry.get(name)
         if entry.kind != ROLE_KIND[role]:
             raise InputError(f"{entry.label} cannot {role}: it is a {entry.kind}.")
-    names: list[str] = []
     known = tuple(e.name for e in studio.registry if e.kind in STAGE_KINDS)
-    for c in chain_texts:
-        if c == "none":
-            continue
-        for s in chainlib.parse_chain(c, roles, extra=known):
-            if s not in names:
-                names.append(s)
+    return [chainlib.resolve_chain(c, roles, extra=known) for c in chain_texts]
+
+
+def stages_for(studio: "Studio", chains: Sequence[str | ParsedChain], roles: Mapping[str, str]) -> dict[str, Stage]:
+    """Stage instances for every stage the chains use (texts are parsed with `resolve_chains`
+    first), with availability checked up front."""
+    parsed = [c for c in chains if isinstance(c, ParsedChain)]
+    texts = [c for c in chains if not isinstance(c, ParsedChain)]
+    if texts or not parsed:  # parsed chains had their roles checked when they were parsed
+        parsed += resolve_chains(studio, texts, roles)
+    names = list(dict.fromkeys(s for c in parsed for s in c.stages))
     stages = {}
     for n in names:
         studio._require_available(n)
@@ -108,7 +120,7 @@ def stages_for(studio: "Studio", chain_texts: Sequence[str], roles: Mapping[str,
 
 
 def check_job_size(model: str, generator: Generator, params: Mapping[str, Any], path: cam.CameraPath,
-                   chain_texts: Sequence[str], roles: Mapping[str, str], stages: Mapping[str, Stage],
+                   chains: Sequence[ParsedChain], stages: Mapping[str, Stage],
                    stage_params: Mapping[str, Mapping[str, Any]]) -> None:
     """Refuse, before anything runs, a job whose generated clip or any chain's output would not
     fit in memory (sizes from the generator's parameters and each stage's scale factor)."""
@@ -116,12 +128,12 @@ def check_job_size(model: str, generator: Generator, params: Mapping[str, Any], 
     h = int(params.get("height") or generator.height)
     n = int(params.get("num_frames") or (path.num_frames if generator.camera_control else generator.num_frames))
     limits.check_clip_size(w, h, n, f"The clip of {model}")
-    chains = []
-    for text in chain_texts:
-        names = chainlib.parse_chain(text, roles, extra=tuple(stages)) if text != "none" else ()
-        picked = [stages[s] for s in names]
-        chains.append((text, picked, [resolve_params(st.param_specs(), stage_params.get(st.name)) for st in picked]))
-    limits.check_chain_outputs(w, h, n, chains, fps=float(params.get("fps") or generator.fps))
+    outputs = []
+    for chain in chains:
+        picked = [stages[s] for s in chain.stages]
+        outputs.append((chain.name, picked,
+                        [resolve_params(st.param_specs(), stage_params.get(st.name)) for st in picked]))
+    limits.check_chain_outputs(w, h, n, outputs, fps=float(params.get("fps") or generator.fps))
 
 
 def make_timeline(studio: "Studio", p: JobPlan, emit: Callable[[ProgressUpdate], None],
@@ -132,7 +144,7 @@ def make_timeline(studio: "Studio", p: JobPlan, emit: Callable[[ProgressUpdate],
     from .eta import Step, Timeline, megapixel_frames
 
     stages, post = p.stages, p.post
-    plans = chainlib.plan_chains(post, p.roles, stages_by_name=stages) if post else []
+    plans = chainlib.plan_chains(post, stages_by_name=stages) if post else []  # parsed: roles applied
     resolved = {n: resolve_params(st.param_specs(), p.stage_params.get(n)) for n, st in stages.items()}
     index: dict[Any, int] = {}
     steps: list[Step] = []

@@ -347,19 +347,23 @@ class Studio:
             self._forget(job_id)
     # -- end of tours -----------------------------------------------------------------------
 
-    def _stages_for(self, chain_texts: Sequence[str], roles: Mapping[str, str]) -> dict[str, Stage]:
-        """Stage instances for every stage the chains use, with availability checked up front."""
-        return stages_for(self, chain_texts, roles)
+    def _stages_for(self, chains: Sequence[Any], roles: Mapping[str, str]) -> dict[str, Stage]:
+        """Stage instances for every stage the chains (texts or parsed) use, availability checked first."""
+        return stages_for(self, chains, roles)
 
-    def check_commercial(self, model: str, chains: Sequence[str], roles: Mapping[str, str] | None = None) -> None:
+    def check_commercial(self, model: str, chains: Sequence[Any], roles: Mapping[str, str] | None = None) -> None:
         """InputError with the reason when the generator `model` or a stage of `chains` (chain
-        texts; role words resolved with `roles`) has a licence that does not allow commercial use."""
+        texts, role words resolved with `roles`, or a plan's parsed chains) has a licence that
+        does not allow commercial use."""
         roles = {**chainlib.DEFAULT_ROLES, **dict(roles or {})}
         known = tuple(e.name for e in self.registry if e.kind in STAGE_KINDS)
         names = [model]
-        for c in normalise_chains(chains):
-            if c != "none":
-                names += chainlib.parse_chain(c, roles, extra=known)
+        if chains and all(isinstance(c, chainlib.ParsedChain) for c in chains):
+            parsed = list(chains)  # parsed once by a job's plan
+        else:
+            parsed = [chainlib.resolve_chain(c, roles, extra=known) for c in normalise_chains(chains)]
+        for c in parsed:
+            names += c.stages
         check_commercial(self.registry, names)
 
     def _require_available(self, name: str) -> None:

@@ -53,6 +53,8 @@ from .clip import Clip
 from .errors import InputError, StudioError
 from .fileio import jsonable
 from .imagefiles import FORMAT_EXTENSIONS
+from .jobplan import resolve_chains
+from .postprocess.chains import ParsedChain
 from .progress import Progress, as_progress
 # The plan and the pictures live in core.tour_model / core.tour_frames; every name stays importable from here.
 from .tour_model import (  # noqa: F401
@@ -152,7 +154,9 @@ def iter_tour(studio: "Studio", tour: Tour | None = None, progress: Progress | N
     generator = studio.generator(tour.model)
     studio._require_available(tour.model)
     roles = {**_default_roles(), **dict(tour.roles)}
-    stages = studio._stages_for([tour.chain], roles) if tour.chain != "none" else {}
+    # the chain is parsed once here; the shots run its stage names
+    chain = resolve_chains(studio, [tour.chain], roles)[0] if tour.chain != "none" else ParsedChain("none", ())
+    stages = studio._stages_for([chain], roles) if chain.stages else {}
     photos = _load_photos(studio, tour)
 
     if not resume:
@@ -208,7 +212,7 @@ def iter_tour(studio: "Studio", tour: Tour | None = None, progress: Progress | N
                 else:
                     t0 = time.perf_counter()
                     image = studio.load_image(run.dir / local_shots[i].photo)
-                    clip, info = _render_shot(studio, generator, tour, i, image, stages, roles, sub.sub(0.0, 0.7))
+                    clip, info = _render_shot(studio, generator, tour, i, image, stages, chain, sub.sub(0.0, 0.7))
                     del image
                     written = write_mp4(clip, path, crf=SHOT_CRF, preset=SHOT_PRESET, progress=sub.sub(0.7, 0.8))
                     frames = clip.frames
@@ -257,7 +261,7 @@ def _default_roles() -> dict[str, str]:
 
 
 def _render_shot(studio: "Studio", generator: Any, tour: Tour, index: int, image: np.ndarray,
-                 stages: Mapping[str, Any], roles: Mapping[str, str], prog: Progress) -> tuple[Clip, dict[str, Any]]:
+                 stages: Mapping[str, Any], chain: ParsedChain, prog: Progress) -> tuple[Clip, dict[str, Any]]:
     """Shot `index` as a Clip of tour.render_frames(index) frames at the tour's fps and size.
 
     Ken Burns renders natively at the tour's size, fps and frame count. An AI generator gets a
@@ -298,11 +302,11 @@ def _render_shot(studio: "Studio", generator: Any, tour: Tour, index: int, image
         # spread over the shot's length, and the run says so.
         info["warnings"].append(f"{entry.label} made {clip.num_frames} frames of the {n_frames} asked for; "
                                 f"the shot stretches them over {want / tour.fps:g} s.")
-    if tour.chain != "none":
+    if chain.stages:
         chain_prog = prog.sub(0.6, 0.9)
         with studio._device_lock:
             res = studio._with_oom(lambda: chainlib.run_chain(
-                clip, chainlib.parse_chain(tour.chain, roles, extra=tuple(stages)), None, chain_prog,
+                clip, chain.stages, None, chain_prog,
                 stages_by_name=stages), task=f"post-processing shot {index + 1}")
         clip = res.clip
         info["chain"] = [r.to_dict() for r in res.records]

@@ -234,7 +234,7 @@ def post_process(studio: "Studio", p: JobPlan, clip: Clip, writer: ChainWriter, 
         try:
             with device:
                 studio._with_oom(lambda: chainlib.run_chains(
-                    clip, p.post, p.stage_params, post_prog, roles=p.roles, stages_by_name=p.stages,
+                    clip, p.post, p.stage_params, post_prog, stages_by_name=p.stages,
                     on_result=on_result, stage_progress=lambda k, prefix: timeline.step(steps_for[prefix])),
                     task="post-processing")
         except BaseException as exc:  # re-raised in the job's thread

@@ -65,6 +65,19 @@ def create_stage(name: str) -> Stage:
     return stage
 
 
+def chain_words(text: str) -> list[str]:
+    """The words of chain text, lower case, without spaces or empty words:
+    " Denoise + Upscale" -> ["denoise", "upscale"]; "" -> []. The one tokeniser of chain text:
+    `chain_name`, `parse_chain`, the service's request parsing and study specs all use it."""
+    return [w.strip().lower() for w in str(text).split("+") if w.strip()]
+
+
+def chain_name(text: str) -> str:
+    """The canonical text of one chain: lower-case words joined by "+" without spaces
+    (" Denoise + Upscale" -> "denoise+upscale"); "none" when it names no stage."""
+    return "+".join(chain_words(text)) or "none"
+
+
 def parse_chain(
     text: str, roles: Mapping[str, str] | None = None, *, extra: Collection[str] = ()
 ) -> tuple[str, ...]:
@@ -72,12 +85,13 @@ def parse_chain(
 
     "none" (or an empty string) -> (). Role words use `roles` (default `DEFAULT_ROLES`);
     stage names must be registered or listed in `extra` (names of instances a caller supplies).
-    Case and spaces around "+" are ignored. Raises InputError naming the first unknown word.
+    The words are `chain_words(text)` (case, spaces and empty words ignored), so
+    `parse_chain(t) == parse_chain(chain_name(t))`. Raises InputError naming the first unknown word.
     """
     picked = {**DEFAULT_ROLES, **(roles or {})}
     known_stages = set(STAGES) | set(extra)
-    words = [w.strip().lower() for w in str(text).split("+")]
-    if words in ([""], ["none"]):
+    words = chain_words(text)
+    if words in ([], ["none"]):
         return ()
     check_chain_length(words, str(text))
     out = []
@@ -102,6 +116,25 @@ def parse_chain(
 def chain_label(stages: Sequence[str]) -> str:
     """Canonical text of a chain: "none" or names joined by "+"."""
     return "+".join(stages) if stages else "none"
+
+
+@dataclass(frozen=True)
+class ParsedChain:
+    """One chain parsed once: `name`, its canonical text as the user wrote it ("denoise+upscale",
+    see `chain_name`), and `stages`, the stage names it resolves to (() for "none"). The chain
+    functions below take it in place of text and do not parse it again."""
+
+    name: str
+    stages: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return chain_label(self.stages)
+
+
+def resolve_chain(text: str, roles: Mapping[str, str] | None = None, *, extra: Collection[str] = ()) -> ParsedChain:
+    """`ParsedChain(chain_name(text), parse_chain(text, roles, extra=extra))`."""
+    return ParsedChain(chain_name(text), parse_chain(text, roles, extra=extra))
 
 
 @dataclass
@@ -198,7 +231,7 @@ class ChainPlan:
 
 
 def plan_chains(
-    chains: Sequence[str | Sequence[str]],
+    chains: Sequence[str | ParsedChain | Sequence[str]],
     roles: Mapping[str, str] | None = None,
     *,
     stages_by_name: Mapping[str, Stage] | None = None,
@@ -219,9 +252,11 @@ def plan_chains(
 def _named(chains, roles, stages_by_name) -> list[tuple[str, tuple[str, ...]]]:
     named: list[tuple[str, tuple[str, ...]]] = []
     for c in chains:
-        if isinstance(c, str):
+        if isinstance(c, ParsedChain):  # parsed once by the caller
+            name, t = c.name, c.stages
+        elif isinstance(c, str):
             t = parse_chain(c, roles, extra=tuple(stages_by_name or ()))
-            name = "+".join(w.strip().lower() for w in c.split("+")) or "none"
+            name = chain_name(c)
         else:
             t = tuple(c)
             name = chain_label(t)
@@ -255,7 +290,7 @@ def run_chain(
 
 def run_chains(
     clip: Clip,
-    chains: Sequence[str | Sequence[str]],
+    chains: Sequence[str | ParsedChain | Sequence[str]],
     params_by_stage: Mapping[str, Mapping[str, Any]] | None = None,
     progress: Progress | ProgressFn | None = None,
     *,
@@ -266,8 +301,8 @@ def run_chains(
 ) -> dict[str, ChainResult]:
     """Run several chains on one clip, computing each shared prefix once.
 
-    chains: chain texts (parsed with `roles`) or stage-name tuples. Returns chain name (the
-    normalised text, or "a+b" for a tuple) -> ChainResult, in the given order; texts that
+    chains: chain texts (parsed with `roles`), `ParsedChain`s or stage-name tuples. Returns chain
+    name (the normalised text, or "a+b" for a tuple) -> ChainResult, in the given order; texts that
     resolve to the same stages are computed once. on_result is called as soon as each
     chain's result exists, so a caller can write and record it before later chains run (nothing
     already produced is lost if a later stage fails). Progress is split evenly over the distinct

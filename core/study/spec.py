@@ -18,6 +18,7 @@ from ..errors import InputError, StudioError
 from ..fileio import atomic_write_bytes, to_json_text
 from ..imagefiles import IMAGE_EXTENSIONS, images_in  # noqa: F401 (IMAGE_EXTENSIONS re-exported)
 from ..postprocess.chains import DEFAULT_ROLES, STANDARD_CHAINS  # noqa: F401 (re-exported)
+from ..postprocess.chains import chain_name, chain_words
 
 
 SCHEMA = 1
@@ -85,10 +86,12 @@ def parse_chains(chains: str | Sequence[str]) -> tuple[str, ...]:
     items = chains.split(",") if isinstance(chains, str) else list(chains)
     out: list[str] = []
     for c in items:
-        name = "+".join(w.strip().lower() for w in str(c).split("+") if w.strip())
+        if not chain_words(c):
+            continue  # an empty item between commas
+        name = chain_name(c)
         if name == "all":
             out.extend(STANDARD_CHAINS)
-        elif name:
+        else:
             out.append(name)
     out = list(dict.fromkeys(out))
     if not out:

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from ...errors import ConfigError, InputError
 from ...progress import Progress, as_progress
+from .params import CHECKED_SETTINGS, SPECS
 from .scheduler import (LOW_RES_SCHEDULE, SAMPLING_SCHEDULE, DDIMSampler, NoiseSchedule, add_noise, blend_windows,
                         sample_ddim, temporal_windows)
 from .unet import UNetVideo
@@ -38,7 +39,6 @@ from .unet import UNetVideo
 ADDED_PROMPT = "best quality, extremely detailed"
 NEGATIVE_PROMPT = "blur, worst quality"
 SCALE = 4  # the x4 upscaler's fixed factor
-COLOR_FIXES = ("none", "adain", "wavelet")
 
 
 @dataclass(frozen=True)
@@ -63,10 +63,13 @@ class UpscaleSettings:
     color_fix: str = "none"  # "none" | "adain" | "wavelet"
 
     def validate(self, max_noise_level: int) -> None:
-        if not 0 <= self.noise_level <= max_noise_level:
+        """InputError naming the value: the user-facing ones (noise level, steps, colour fix)
+        against the stage's controls (`params.STAGE_PARAMS`, the one source of their limits),
+        the noise level also against the UNet's own `max_noise_level`."""
+        for name in CHECKED_SETTINGS:
+            SPECS[name].coerce(getattr(self, name))
+        if self.noise_level > max_noise_level:
             raise InputError(f"Noise level must be between 0 and {max_noise_level}, got {self.noise_level}.")
-        if not 1 <= self.steps <= 1000:
-            raise InputError(f"Steps must be between 1 and 1000, got {self.steps}.")
         bad = [s for s in self.propagation_steps if not 0 <= s < self.steps]
         if bad:
             raise InputError(f"Propagation steps must be step indices 0..{self.steps - 1}; got {list(bad)}.")
@@ -77,8 +80,6 @@ class UpscaleSettings:
         if self.tile_size < 16 or self.tile_overlap < 0:
             raise InputError(f"Tile size must be at least 16 and the overlap non-negative, got "
                              f"{self.tile_size} / {self.tile_overlap}.")
-        if self.color_fix not in COLOR_FIXES:
-            raise InputError(f"Colour fix must be one of {', '.join(COLOR_FIXES)}, got {self.color_fix!r}.")
 
 
 def build_prompt(caption: str, added: str = ADDED_PROMPT) -> str:

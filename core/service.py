@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
+import importlib.util
 import os
 import threading
 import time
@@ -93,6 +94,10 @@ class StudioSettings:
     outputs: Path | None = None  # default root/outputs
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto | fp32 | bf16 | fp16
+    # torch | openvino | openvino-int8: how the CPU runs the CamI2V and SVD networks
+    # (core.models.openvino_backend; IR cached under openvino_cache, default root/ckpts/openvino-cache)
+    backend: str = "torch"
+    openvino_cache: Path | None = None
     preload: tuple[str, ...] = ()
     max_image_bytes: int = 50 * 1024**2
     max_megapixels: float = 40.0
@@ -110,6 +115,7 @@ class StudioSettings:
         self.root = Path(self.root)
         self.models = self._abs(self.models or "models.json")
         self.outputs = self._abs(self.outputs or "outputs")
+        self.openvino_cache = self._abs(self.openvino_cache or Path("ckpts") / "openvino-cache")
 
     def _abs(self, p: str | Path) -> Path:
         p = Path(p).expanduser()
@@ -226,6 +232,9 @@ class Studio:
         self.registry = registry if registry is not None else self._load_registry()
         self.device = _pick_device(self.settings.device)
         self.dtype_name = _pick_dtype(self.settings.dtype, self.device)
+        self.backend = _pick_backend(self.settings.backend, self.device)
+        if self.backend != "torch":
+            self.dtype_name = "fp32"  # OpenVINO converts the float32 networks
         self._manager = manager
         self._device_lock = threading.RLock()  # one job on the device at a time (UI, API and CLI)
         self._generators: dict[str, Generator] = {}
@@ -385,6 +394,11 @@ class Studio:
         if spec is None:
             raise ConfigError(f"{reg.source}: entry {entry.name!r} has no loadable model (variant {entry.variant!r}).")
         load = importlib.import_module(spec[1]).load_model
+        if self.backend != "torch" and entry.variant in ("cami2v", "svd"):
+            from .models.openvino_backend import OpenVINOOptions, with_backend
+
+            options = OpenVINOOptions.for_backend(self.backend, self.settings.openvino_cache)
+            return lambda device: with_backend(load(reg, entry, device="cpu", dtype="fp32"), entry.variant, options)
         return lambda device: load(reg, entry, device=device, dtype=dtype)
 
     def _managed(self, name: str) -> Callable[[], Any]:
@@ -575,7 +589,7 @@ class Studio:
                                  "camera": request.camera.to_dict() if isinstance(request.camera, CameraSpec)
                                  else {"mode": "path", "name": path.name},
                                  "chains": chain_texts, "roles": roles, "stage_params": stage_params,
-                                 "device": self.device, "dtype": self.dtype_name,
+                                 "device": self.device, "dtype": self.dtype_name, "backend": self.backend,
                              },
                              seeds={"generator": seed})
             timeline, steps_for = self._timeline(request.model, generator, params, path, chain_texts, roles, stages, stage_params,
@@ -1000,6 +1014,33 @@ def _pick_device(device: str) -> str:
                 raise Unavailable(f"--device {device}: no CUDA GPU is available on this machine; use --device cpu.")
         return device
     raise InputError(f"Unknown device {device!r}; use auto, cpu, cuda or cuda:N.")
+
+
+def offered_backends(device: str) -> tuple[str, ...]:
+    """The backends worth offering: OpenVINO only on machines without CUDA (it runs on the CPU)."""
+    return ("torch",) if device.startswith("cuda") else ("torch", "openvino", "openvino-int8")
+
+
+def backend_hint(device: str, backend: str) -> str | None:
+    """One line suggesting the OpenVINO backend on a machine without CUDA where it is installed."""
+    if backend == "torch" and "openvino" in offered_backends(device) and importlib.util.find_spec("openvino"):
+        return "no CUDA GPU: --backend openvino (or openvino-int8) runs CamI2V and SVD faster on this CPU."
+    return None
+
+
+def _pick_backend(backend: str, device: str) -> str:
+    """A valid backend for `device`; OpenVINO must be installed (one clear line otherwise)."""
+    backend = backend or "torch"
+    if backend == "torch":
+        return backend
+    if backend not in ("openvino", "openvino-int8"):
+        raise InputError(f"Unknown backend {backend!r}; use torch, openvino or openvino-int8.")
+    if device.startswith("cuda"):
+        raise InputError(f"--backend {backend} runs on the CPU; use --device cpu with it (or --backend torch).")
+    from .models.openvino_backend import require_openvino
+
+    require_openvino()
+    return backend
 
 
 def _pick_dtype(dtype: str, device: str) -> str:

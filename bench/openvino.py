@@ -126,7 +126,7 @@ def generate(args, params, unet, decode_video, inputs) -> np.ndarray:
                              base_scale=d.base_scale, turning_step=d.turning_step)
     c = inputs
     cond = Conditioning(c["context"][:1], c["concat"], c["fs"], c["camera"])
-    uncond = Conditioning(c["context"][1:], c["concat"], c["fs"], c["camera"])
+    uncond = Conditioning(c["context"][1:], c["concat"], c["fs"], c["camera"]) if args.cfg != 1.0 else None
     denoiser = GuidedDenoiser(unet, schedule, cond, uncond, Guidance(scale=args.cfg, rescale=0.7), dtype=torch.float32)
     steps = ddim_timesteps(args.steps, schedule.num_timesteps, "uniform_trailing")
     latents = sample_ddim(denoiser, c["x_T"], schedule, steps, eta=1.0, noise=RecordedNoise(c["step_noise"]))
@@ -171,8 +171,9 @@ def run_phase(args) -> None:
         t0 = time.perf_counter()
         forward()
         with torch.no_grad():
-            x2 = torch.cat([p["x_fwd"], p["x_fwd"]])
-            unet(x2, t_fwd.expand(2), p["context"], p["fs"].expand(2), p["camera"])
+            if args.cfg != 1.0:
+                x2 = torch.cat([p["x_fwd"], p["x_fwd"]])
+                unet(x2, t_fwd.expand(2), p["context"], p["fs"].expand(2), p["camera"])
             decode(torch.zeros_like(p["x_T"][:, :, :4]), chunk=4)
         first_s = time.perf_counter() - t0
     times = []
@@ -192,12 +193,13 @@ def run_phase(args) -> None:
               "peak_rss_forward_gib": mem_fwd.peak / 2**30, "peak_rss_generate_gib": mem_gen.peak / 2**30,
               "max_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
     np.savez(out / f"{args.phase}.npz", forward=y.numpy(), frames=frames)
+    (out / f"{args.phase}.json").write_text(json.dumps(result, indent=1))  # kept if the conversion fails
 
     if args.phase == "torch":  # convert for the other phases while the weights are here
         t0 = time.perf_counter()
         opts = OpenVINOOptions.for_backend("openvino", args.cache, threads=args.threads)
         ov_unet = OpenVINOUNet(model.unet, opts, weights_id=args.weights_id)
-        for batch in (1, 2):
+        for batch in ((1, 2) if args.cfg != 1.0 else (1,)):
             layout, cam = flatten_camera(p["camera"])
             x = p["x_fwd"].expand(batch, -1, -1, -1, -1).contiguous()
             ov_unet.network.prepare(layout, [x, t_fwd.expand(batch).contiguous(), p["context"][:batch],

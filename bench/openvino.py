@@ -17,7 +17,11 @@ holds two copies of the 6 GB UNet. Printed: seconds, ratio to PyTorch, peak RSS,
 output error, PSNR of the decoded frames against PyTorch fp32, and the study's temporal MSE,
 sharpness (Laplacian variance) and brightness (mean grey) of each video.
 
-    python -m bench.openvino                  # the full comparison (tens of minutes on 2 cores)
+Memory: the PyTorch phase peaks at ~9 GiB (the 6 GB UNet plus activations); converting the full
+UNet to OpenVINO (trace + convert) went past 15 GiB and was stopped on a 24 GiB machine shared by
+others: run the full comparison where ~20 GiB are free.
+
+    python -m bench.openvino                  # the full comparison (an hour or more on 2 cores)
     python -m bench.openvino --tiny --steps 2 # smoke test with the tiny config
 """
 

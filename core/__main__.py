@@ -129,10 +129,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
                                    rates_file=out / ".runs" / "cache" / "rates.json"))  # time-left estimates
     for msg in studio.startup_messages():
         print("warning:", msg, file=sys.stderr)
-    from .service import backend_hint
-
-    if hint := backend_hint(studio.device, studio.backend):
-        print("note:", hint, file=sys.stderr)
     images = _images(args.image)
     paths = [p.strip() for p in args.path.split(",") if p.strip()]
     if not paths:

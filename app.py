@@ -28,6 +28,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--models", default=str(ROOT / "models.json"), help="model registry (default models.json)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--backend", default="torch", choices=["torch", "openvino", "openvino-int8"],
+                   help="openvino: CamI2V and SVD compiled by OpenVINO for the CPU (optional package)")
     p.add_argument("--outputs", default=str(ROOT / "outputs"), help="folder for runs (default outputs/)")
     p.add_argument("--auth", default=None, help="user:password, or a file with one user:password per line")
     p.add_argument("--root-path", default=None, help="URL prefix when served behind a reverse proxy")
@@ -137,11 +139,16 @@ def _serve(args: argparse.Namespace, auth) -> None:
         outputs=outputs,
         device=args.device,
         dtype=args.dtype,
+        backend=args.backend,
         preload=tuple(n for n in args.preload.split(",") if n.strip()),
         per_user_runs=per_user,
     ))
     for warning in studio.startup_messages():
         print("warning:", warning, file=sys.stderr)
+    from core.service import backend_hint
+
+    if hint := backend_hint(studio.device, studio.backend):
+        print("note:", hint, file=sys.stderr)
     policy = HostPolicy.build(args.host, args.root_path, args.allowed_hosts.split(","), share=args.share)
     guard = Middleware(HostGuard, policy=policy, outputs=studio.settings.outputs if per_user else None)
     demo, launch_kwargs = build_ui(studio)

@@ -112,7 +112,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     out = ensure_writable_dir(Path(args.out).expanduser(), "--out")
     studio = Studio(StudioSettings(models=Path(args.models) if args.models else None, outputs=out / ".runs",
-                                   device=args.device, dtype=args.dtype,
+                                   device=args.device, dtype=args.dtype, backend=args.backend,
                                    rates_file=out / ".runs" / "cache" / "rates.json"))  # time-left estimates
     for msg in studio.startup_messages():
         print("warning:", msg, file=sys.stderr)
@@ -350,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--models", default=None, help="model registry (default models.json)")
     g.add_argument("--device", default="auto")
     g.add_argument("--dtype", default="auto")
+    g.add_argument("--backend", default="torch", choices=["torch", "openvino", "openvino-int8"],
+                   help="openvino(-int8): CamI2V and SVD compiled by OpenVINO for the CPU (optional package; "
+                        "the first run per size converts, later runs read ckpts/openvino-cache)")
     g.set_defaults(func=cmd_generate)
 
     s = sub.add_parser("study", help="photos x camera moves x chains, resumable, with CSV/table/plots")

@@ -159,12 +159,20 @@ def build(registry: Registry, entry: ModelEntry, what: str, load_model: Callable
     return variant.factory(entry, load_model)
 
 
-def model_loader(registry: Registry, entry: ModelEntry, dtype: str) -> Callable[[Any], Any]:
-    """`loader(device)` building the resident model of a weight-bearing variant."""
+def model_loader(registry: Registry, entry: ModelEntry, dtype: str, backend: str = "torch",
+                 openvino_cache: Any = None) -> Callable[[Any], Any]:
+    """`loader(device)` building the resident model of a weight-bearing variant; with an OpenVINO
+    `backend`, CamI2V and SVD load in float32 on the CPU and their networks are compiled
+    (core.models.openvino_backend, IR cached under `openvino_cache`)."""
     variant = VARIANTS.get(entry.variant)
     if variant is None or variant.loader is None:
         raise ConfigError(f"{registry.source}: entry {entry.name!r} has no loadable model (variant {entry.variant!r}).")
     load = variant.loader
+    if backend != "torch" and entry.variant in ("cami2v", "svd"):
+        from .models.openvino_backend import OpenVINOOptions, with_backend
+
+        options = OpenVINOOptions.for_backend(backend, openvino_cache)
+        return lambda device: with_backend(load(registry, entry, device="cpu", dtype="fp32"), entry.variant, options)
     return lambda device: load(registry, entry, device=device, dtype=dtype)
 
 
@@ -221,6 +229,35 @@ def pick_device(device: str) -> str:
                 raise Unavailable(f"--device {device}: no CUDA GPU is available on this machine; use --device cpu.")
         return device
     raise InputError(f"Unknown device {device!r}; use auto, cpu, cuda or cuda:N.")
+
+
+def offered_backends(device: str) -> tuple[str, ...]:
+    """The backends worth offering: OpenVINO only on machines without CUDA (it runs on the CPU)."""
+    return ("torch",) if device.startswith("cuda") else ("torch", "openvino", "openvino-int8")
+
+
+def backend_hint(device: str, backend: str) -> str | None:
+    """One line suggesting the OpenVINO backend on a machine without CUDA where it is installed."""
+    import importlib.util
+
+    if backend == "torch" and "openvino" in offered_backends(device) and importlib.util.find_spec("openvino"):
+        return "no CUDA GPU: --backend openvino (or openvino-int8) runs CamI2V and SVD faster on this CPU."
+    return None
+
+
+def pick_backend(backend: str, device: str) -> str:
+    """A valid backend for `device`; OpenVINO must be installed (one clear line otherwise)."""
+    backend = backend or "torch"
+    if backend == "torch":
+        return backend
+    if backend not in ("openvino", "openvino-int8"):
+        raise InputError(f"Unknown backend {backend!r}; use torch, openvino or openvino-int8.")
+    if device.startswith("cuda"):
+        raise InputError(f"--backend {backend} runs on the CPU; use --device cpu with it (or --backend torch).")
+    from .models.openvino_backend import require_openvino
+
+    require_openvino()
+    return backend
 
 
 def pick_dtype(dtype: str, device: str) -> str:

@@ -33,6 +33,10 @@ class StudioSettings:
     outputs: Path | None = None  # default root/outputs
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto | fp32 | bf16 | fp16
+    # torch | openvino | openvino-int8: how the CPU runs the CamI2V and SVD networks
+    # (core.models.openvino_backend; IR cached under openvino_cache, default root/ckpts/openvino-cache)
+    backend: str = "torch"
+    openvino_cache: Path | None = None
     preload: tuple[str, ...] = ()
     max_image_bytes: int = 50 * 1024**2
     max_megapixels: float = 40.0
@@ -50,6 +54,7 @@ class StudioSettings:
         self.root = Path(self.root)
         self.models = self._abs(self.models or "models.json")
         self.outputs = self._abs(self.outputs or "outputs")
+        self.openvino_cache = self._abs(self.openvino_cache or Path("ckpts") / "openvino-cache")
 
     def _abs(self, p: str | Path) -> Path:
         p = Path(p).expanduser()

@@ -28,6 +28,7 @@ from . import camera as cam
 from . import catalogue
 from . import longshot
 from .catalogue import BUILTIN_MODELS, ROLE_KIND, STAGE_KINDS  # noqa: F401 - BUILTIN_MODELS, ROLE_KIND re-exported
+from .catalogue import backend_hint, offered_backends  # noqa: F401 - re-exported for app.py
 from .contracts import CameraSpec, JobRequest, ModelInfo, StudioSettings  # noqa: F401 - re-exported
 from .contracts import basename as _basename
 from .contracts import camera_path as _camera_path
@@ -59,6 +60,9 @@ class Studio:
         self.registry = registry if registry is not None else self._load_registry()
         self.device = catalogue.pick_device(self.settings.device)
         self.dtype_name = catalogue.pick_dtype(self.settings.dtype, self.device)
+        self.backend = catalogue.pick_backend(self.settings.backend, self.device)
+        if self.backend != "torch":
+            self.dtype_name = "fp32"  # OpenVINO converts the float32 networks
         self._manager = manager
         self._device_lock = threading.RLock()  # one job on the device at a time (UI, API and CLI)
         self._generators: dict[str, Generator] = {}
@@ -186,7 +190,8 @@ class Studio:
 
             reg, cache = self.registry, self.settings.outputs / "cache"
             return lambda device: Qwen2VLCaptioner.from_registry(reg, entry.name, device=device, cache_dir=cache)
-        return catalogue.model_loader(self.registry, entry, self.dtype_name)
+        return catalogue.model_loader(self.registry, entry, self.dtype_name, self.backend,
+                                      self.settings.openvino_cache)
 
     def _managed(self, name: str) -> Callable[[], Any]:
         """A zero-argument callable returning the resident model `name` (loading it if needed)."""

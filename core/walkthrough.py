@@ -104,7 +104,7 @@ def _create_run(studio: "Studio", p: JobPlan, user: str | None):
                           "camera": r.camera.to_dict() if isinstance(r.camera, CameraSpec)
                           else {"mode": "path", "name": p.path.name},
                           "chains": p.chains, "roles": p.roles, "stage_params": p.stage_params,
-                          "device": studio.device, "dtype": studio.dtype_name,
+                          "device": studio.device, "dtype": studio.dtype_name, "backend": studio.backend,
                       },
                       seeds={"generator": p.seed})
 

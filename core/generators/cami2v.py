@@ -97,7 +97,11 @@ class CamI2VGenerator(Generator):
             expected = get_preset(self.variant.preset)
             if model.params.camera != expected.camera:
                 raise ValueError(f"{self.name} needs a {expected.camera!r} model, got {model.params.name}")
-            self._pipeline, self._pipeline_model = CamI2VPipeline(model), model
+            if getattr(model, "backend", "torch") != "torch":  # e.g. OpenVINOCamI2V: its own UNet and decoder
+                pipe = CamI2VPipeline(model.model, unet=model.unet, decode_video=model.decode_video)
+            else:
+                pipe = CamI2VPipeline(model)
+            self._pipeline, self._pipeline_model = pipe, model
         return self._pipeline
 
     def generate(self, request: GenerateRequest, progress: Progress) -> GenerateResult:

@@ -162,8 +162,14 @@ def _peak_memory_gib(device: torch.device) -> dict[str, float]:
 class CamI2VPipeline:
     """Runs a `LatentVideoDiffusion` model (all parts loaded) end to end; see the module docstring."""
 
-    def __init__(self, model: Any):
+    def __init__(self, model: Any, *, unet: Optional[Callable[..., torch.Tensor]] = None,
+                 decode_video: Optional[Callable[..., torch.Tensor]] = None):
+        """`unet` / `decode_video` replace `model.unet` / `model.vae.decode_video` with callables of
+        the same signature (another backend, e.g. core.models.openvino_backend); the model's
+        other parts (encoders, camera geometry) still run as they are."""
         self.model = model
+        self.unet = unet if unet is not None else model.unet
+        self.decode_video = decode_video if decode_video is not None else model.vae.decode_video
         p = model.params
         d = p.diffusion
         self.schedule = make_schedule(
@@ -275,7 +281,7 @@ class CamI2VPipeline:
         guidance = Guidance(scale=opts.cfg_scale, camera_scale=opts.camera_cfg,
                             camera_schedule=opts.camera_cfg_schedule, rescale=opts.guidance_rescale,
                             batched=opts.batched_cfg)
-        denoiser = GuidedDenoiser(m.unet, self.schedule, cond, uncond, guidance, dtype=dtype, on_unet=on_unet)
+        denoiser = GuidedDenoiser(self.unet, self.schedule, cond, uncond, guidance, dtype=dtype, on_unet=on_unet)
         timesteps = ddim_timesteps(opts.steps, self.schedule.num_timesteps, opts.timestep_spacing)
         x_T = noise((1, p.diffusion.latent_channels, frames, lh, lw), device)
         sample_prog = prog.sub(0.1, 0.9)
@@ -294,8 +300,8 @@ class CamI2VPipeline:
         t0 = time.perf_counter()
         dec_prog = prog.sub(0.9, 1.0)
         vae_dtype = next(m.vae.parameters()).dtype
-        video = m.vae.decode_video(latents.to(vae_dtype), chunk=opts.decode_chunk,
-                                   on_chunk=lambda done, total: dec_prog(done / total, f"decoding frame {done}/{total}"))
+        video = self.decode_video(latents.to(vae_dtype), chunk=opts.decode_chunk,
+                                  on_chunk=lambda done, total: dec_prog(done / total, f"decoding frame {done}/{total}"))
         out = to_uint8_frames(video)
         self._sync()
         timings["decode"] = time.perf_counter() - t0

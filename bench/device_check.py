@@ -58,7 +58,7 @@ HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 GIB = 2**30
 
 
-# -- measuring and comparing ------------------------------------------------------------------------------------
+# -- measuring and comparing ----------------------------------------------------------------------
 
 
 def rel_err(y: torch.Tensor, ref: torch.Tensor) -> float:

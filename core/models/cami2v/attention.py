@@ -7,11 +7,14 @@ for half inputs, so no upcast is needed here.
 
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .masked_attention import EpipolarMask
 
 
 def _split_heads(x: Tensor, heads: int) -> Tensor:
@@ -27,8 +30,8 @@ def _merge_heads(x: Tensor) -> Tensor:
 def attend(q: Tensor, k: Tensor, v: Tensor, heads: int, mask: Optional[Tensor] = None) -> Tensor:
     """Multi-head attention of (N, Lq, inner) queries over (N, Lk, inner) keys/values.
 
-    `mask` is boolean (True = may attend), broadcastable to (N, heads, Lq, Lk): pass it with a
-    head axis of size 1 so no per-head copy exists.
+    `mask` is boolean (True = may attend) or additive float in q's dtype, broadcastable to
+    (N, heads, Lq, Lk): pass it with a head axis of size 1 so no per-head copy exists.
     """
     out = F.scaled_dot_product_attention(_split_heads(q, heads), _split_heads(k, heads),
                                          _split_heads(v, heads), attn_mask=mask)
@@ -54,6 +57,36 @@ class Attention(nn.Module):
         return self.to_out(attend(self.to_q(x), self.to_k(context), self.to_v(context), self.heads))
 
 
+@dataclass(frozen=True)
+class CrossKV:
+    """One `DualCrossAttention` layer's keys and values for B videos of `frames` frames.
+
+    text_k/text_v:   (B, Lt, inner) from the prompt tokens, which every frame attends alike.
+    image_k/image_v: (B*T, Li, inner) per-frame image tokens, (B, Li, inner) when all frames
+                     share them, or None without image tokens.
+    They depend on the conditioning only, not on the noisy latent: computed once per video
+    (per frame only where the tokens differ) instead of for every frame at every step.
+    """
+
+    text_k: Tensor
+    text_v: Tensor
+    image_k: Optional[Tensor]
+    image_v: Optional[Tensor]
+    frames: int
+
+    @property
+    def per_frame_image(self) -> bool:
+        return self.image_k is not None and self.image_k.shape[0] != self.text_k.shape[0]
+
+
+def attend_shared(q: Tensor, k: Tensor, v: Tensor, heads: int, frames: int) -> Tensor:
+    """Queries (B*T, Lq, inner) of T frames attending keys/values (B, Lk, inner) shared by the
+    frames of each video: the frames' queries are one longer query sequence of their video
+    (attention rows are independent), so no per-frame copy of k/v is made."""
+    bt, lq, inner = q.shape
+    return attend(q.reshape(bt // frames, frames * lq, inner), k, v, heads).view(bt, lq, inner)
+
+
 class DualCrossAttention(Attention):
     """Spatial cross-attention over text tokens plus (per-frame) image tokens.
 
@@ -70,15 +103,31 @@ class DualCrossAttention(Attention):
         self.to_v_ip = nn.Linear(context_dim, inner, bias=False)
         self.alpha = nn.Parameter(torch.zeros(())) if learnable_scale else None
 
-    def forward(self, x: Tensor, context: Optional[Tensor] = None) -> Tensor:
-        """x: (N, L, query_dim); context: (N, text_tokens + image tokens, context_dim)."""
+    def keys_values(self, text: Tensor, image: Tensor, frames: int) -> CrossKV:
+        """text: (B, Lt, context_dim); image: (B*T or B, Li, context_dim) -> this layer's `CrossKV`."""
+        has_image = image.shape[1] > 0
+        return CrossKV(self.to_k(text), self.to_v(text), self.to_k_ip(image) if has_image else None,
+                       self.to_v_ip(image) if has_image else None, frames)
+
+    def forward(self, x: Tensor, context: Union[Tensor, CrossKV, None] = None) -> Tensor:
+        """x: (N, L, query_dim); context: (N, text_tokens + image tokens, context_dim), or the
+        layer's precomputed `CrossKV` (then N = B*T)."""
         if context is None:
             raise ValueError("DualCrossAttention needs a context")
-        text, image = context[:, : self.text_tokens], context[:, self.text_tokens:]
         q = self.to_q(x)
-        out = attend(q, self.to_k(text), self.to_v(text), self.heads)
-        if image.shape[1] > 0:
-            out_ip = attend(q, self.to_k_ip(image), self.to_v_ip(image), self.heads)
+        if isinstance(context, CrossKV):
+            out = attend_shared(q, context.text_k, context.text_v, self.heads, context.frames)
+            if context.image_k is None:
+                out_ip = None
+            elif context.per_frame_image:
+                out_ip = attend(q, context.image_k, context.image_v, self.heads)
+            else:
+                out_ip = attend_shared(q, context.image_k, context.image_v, self.heads, context.frames)
+        else:
+            text, image = context[:, : self.text_tokens], context[:, self.text_tokens:]
+            out = attend(q, self.to_k(text), self.to_v(text), self.heads)
+            out_ip = attend(q, self.to_k_ip(image), self.to_v_ip(image), self.heads) if image.shape[1] > 0 else None
+        if out_ip is not None:
             if self.alpha is not None:
                 out_ip = out_ip * (torch.tanh(self.alpha) + 1)
             out = out + out_ip
@@ -114,7 +163,9 @@ class EpipolarAttention(nn.Module):
     Queries are the (T*h*w) tokens of one video; keys/values are the same tokens with
     `num_register_tokens` learned tokens prepended, so a query whose epipolar line misses every
     cell still has somewhere to attend. The mask (from `CameraCondition`) already carries the
-    register columns (always True); None means unmasked attention over everything.
+    register columns (always True); None means unmasked attention over everything. It is either
+    the boolean mask itself or, as the UNet passes it, the `EpipolarMask` prepared from it once
+    per video (additive, possibly gathered: same outputs, less work per call).
     """
 
     def __init__(self, dim: int, heads: int, num_register_tokens: int):
@@ -126,8 +177,11 @@ class EpipolarAttention(nn.Module):
         self.to_v = nn.Linear(dim, dim, bias=False)
         self.to_out = nn.Sequential(nn.Linear(dim, dim))
 
-    def forward(self, x: Tensor, mask: Optional[Tensor]) -> Tensor:
-        """x: (B, T*h*w, C); mask: (1 or B, 1, T*h*w, R + T*h*w) bool or None -> (B, T*h*w, C)."""
+    def forward(self, x: Tensor, mask: Union[Tensor, EpipolarMask, None]) -> Tensor:
+        """x: (B, T*h*w, C); mask: (1 or B, 1, T*h*w, R + T*h*w) bool, its prepared
+        `EpipolarMask`, or None -> (B, T*h*w, C)."""
         context = torch.cat([self.register_tokens.expand(x.shape[0], -1, -1), x], dim=1)
-        out = attend(self.to_q(x), self.to_k(context), self.to_v(context), self.heads, mask)
-        return self.to_out(out)
+        q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)
+        if isinstance(mask, EpipolarMask):
+            return self.to_out(mask.attend(q, k, v, self.heads))
+        return self.to_out(attend(q, k, v, self.heads, mask))

@@ -9,13 +9,14 @@ checkpoints, except where `keymap.py` lists a rename.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers import GroupNorm32, timestep_embedding  # noqa: F401 (timestep_embedding re-exported)
-from .attention import Attention, DualCrossAttention, EpipolarAttention, FeedForward
+from .attention import Attention, CrossKV, DualCrossAttention, EpipolarAttention, FeedForward
+from .masked_attention import EpipolarMask
 
 
 def to_video(x: Tensor, frames: int) -> Tensor:
@@ -37,12 +38,15 @@ class LevelCamera:
     pose:      (Bc, h*w, T, C) Plücker features from the pose encoder (CamI2V, CameraCtrl).
     mask:      (Bc, 1, T*h*w, R + T*h*w) bool epipolar mask, or None for unmasked attention (CamI2V).
     motion_rt: (Bc, T, 12) flattened relative world-to-camera [R|t] (MotionCtrl).
+    attention: `mask` prepared once per video for the compute dtype (what the UNet passes); when
+               set, the epipolar attention uses it instead of `mask`.
     Bc is 1 (shared by every sample, e.g. both CFG branches) or the UNet batch size.
     """
 
     pose: Optional[Tensor] = None
     mask: Optional[Tensor] = None
     motion_rt: Optional[Tensor] = None
+    attention: Optional[EpipolarMask] = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,7 +141,7 @@ class SpatialBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.norm3 = nn.LayerNorm(dim)
 
-    def forward(self, x: Tensor, context: Tensor) -> Tensor:
+    def forward(self, x: Tensor, context: Union[Tensor, CrossKV]) -> Tensor:
         x = self.attn1(self.norm1(x)) + x
         x = self.attn2(self.norm2(x), context) + x
         return self.ff(self.norm3(x)) + x
@@ -156,12 +160,17 @@ class SpatialTransformer(nn.Module):
             [SpatialBlock(inner, heads, head_dim, context_dim, text_tokens, learnable_image_scale)])
         self.proj_out = nn.Linear(inner, channels)
 
-    def forward(self, x: Tensor, context: Tensor) -> Tensor:
-        """x: (B*T, C, h, w); context: (B*T, L, context_dim) -> (B*T, C, h, w)."""
+    def keys_values(self, text: Tensor, image: Tensor, frames: int) -> tuple[CrossKV, ...]:
+        """Each block's cross-attention keys/values (see `DualCrossAttention.keys_values`)."""
+        return tuple(block.attn2.keys_values(text, image, frames) for block in self.transformer_blocks)
+
+    def forward(self, x: Tensor, context: Union[Tensor, Sequence[CrossKV]]) -> Tensor:
+        """x: (B*T, C, h, w); context: (B*T, L, context_dim), or one `CrossKV` per block
+        (from `keys_values`) -> (B*T, C, h, w)."""
         n, c, h, w = x.shape
         tokens = self.proj_in(self.norm(x).flatten(2).transpose(1, 2))
-        for block in self.transformer_blocks:
-            tokens = block(tokens, context)
+        for i, block in enumerate(self.transformer_blocks):
+            tokens = block(tokens, context if isinstance(context, Tensor) else context[i])
         return self.proj_out(tokens).transpose(1, 2).reshape(n, c, h, w) + x
 
 
@@ -216,7 +225,8 @@ class CamI2VTemporalBlock(TemporalBlock):
         side = self.plucker_projection(np_)
         # Epipolar attention runs over all T*h*w tokens of a video, frame-major.
         tokens = np_.transpose(1, 2).reshape(batch, frames * hw, dim)
-        epi = self.epipolar(tokens, camera.mask).view(batch, frames, hw, dim).transpose(1, 2)
+        mask = camera.attention if camera.attention is not None else camera.mask
+        epi = self.epipolar(tokens, mask).view(batch, frames, hw, dim).transpose(1, 2)
         x = x + self.attn1(n) + (side + epi).reshape(n_tokens, frames, dim)
         return self._rest(x)
 

@@ -12,13 +12,14 @@ every sampling step and by both classifier-free-guidance branches.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from .config import EpipolarParams
+from .masked_attention import EpipolarMask
 
 _f32 = torch.float32
 
@@ -180,6 +181,10 @@ class CameraCondition:
     motion_rt:      (Bc, T, 12) relative w2c (MotionCtrl only).
     Bc (`batch`) is 1 to share one camera across the whole UNet batch (both CFG branches) or
     equals the UNet batch.
+
+    The masks are prepared for the attention kernels (`attention_mask`) on first use and kept
+    with the condition, so every step and branch of the video reuses them; treat the tensors
+    as read-only (`to()` gives a new condition with its own preparations).
     """
 
     variant: str
@@ -188,6 +193,18 @@ class CameraCondition:
     pose_features: Optional[tuple[Tensor, ...]] = None
     epipolar_masks: Optional[dict[int, Tensor]] = None
     motion_rt: Optional[Tensor] = None
+    _prepared: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def attention_mask(self, level: int, grid: tuple[int, int], dtype: torch.dtype) -> Optional[EpipolarMask]:
+        """The epipolar mask of `level` prepared for attention in `dtype` on an (h, w) = `grid`
+        token map, built once per (level, grid, dtype, form) and then reused; None if the level
+        runs unmasked. Under tracing the dense form is built (see `EpipolarMask.prepare`)."""
+        if self.epipolar_masks is None or level not in self.epipolar_masks:
+            return None
+        key = (level, tuple(grid), dtype, torch.jit.is_tracing())
+        if key not in self._prepared:
+            self._prepared[key] = EpipolarMask.prepare(self.epipolar_masks[level], self.frames, grid, dtype)
+        return self._prepared[key]
 
     def check_for(self, variant: str, batch: int, frames: int) -> None:
         """Raise ValueError unless this condition fits a UNet of `variant` run on (batch, frames)."""

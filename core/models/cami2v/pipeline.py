@@ -293,7 +293,11 @@ class CamI2VPipeline:
 
         sample_prog(0.0, f"denoising step 0/{len(timesteps)}")
         t0 = time.perf_counter()
-        latents = sample_ddim(denoiser, x_T, self.schedule, timesteps, eta=opts.eta, noise=noise, callback=on_step)
+        # The prompt and image tokens are fixed for the whole call: their cross-attention
+        # keys/values are computed at the first step and reused at the others.
+        with m.unet.context_cache():
+            latents = sample_ddim(denoiser, x_T, self.schedule, timesteps, eta=opts.eta, noise=noise,
+                                  callback=on_step)
         self._sync()
         timings["sampling"] = time.perf_counter() - t0
 

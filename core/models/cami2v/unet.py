@@ -13,11 +13,13 @@ Camera variants differ only in the transformer block class of the temporal trans
 from __future__ import annotations
 
 import math
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 import torch
 from torch import Tensor, nn
 
+from .attention import CrossKV
 from .blocks import (
     CameraCtrlTemporalBlock,
     CamI2VTemporalBlock,
@@ -36,6 +38,26 @@ from .camera import CameraCondition
 from .config import UNetParams
 
 
+class FrameContext:
+    """The cross-attention conditioning of B videos of T frames, split as the frames use it.
+
+    text:  (B, text_tokens, D) prompt tokens, attended alike by every frame.
+    image: (B*T, Li, D) per-frame image tokens, or (B, Li, D) shared by all frames (Li may be 0).
+    Each spatial transformer's keys/values are computed from these on first use and kept
+    (`keys_values`); they depend on nothing else but the layer's weights.
+    """
+
+    def __init__(self, text: Tensor, image: Tensor, frames: int):
+        self.text, self.image, self.frames = text, image, frames
+        self._kv: dict[int, tuple[CrossKV, ...]] = {}
+
+    def keys_values(self, layer: SpatialTransformer) -> tuple[CrossKV, ...]:
+        key = id(layer)
+        if key not in self._kv:
+            self._kv[key] = layer.keys_values(self.text, self.image, self.frames)
+        return self._kv[key]
+
+
 class UNetStage(nn.ModuleList):
     """One entry of `input_blocks` / `middle_block` / `output_blocks`: layers applied in order.
 
@@ -46,13 +68,13 @@ class UNetStage(nn.ModuleList):
         super().__init__(layers)
         self.level = level
 
-    def forward(self, h: Tensor, emb: Tensor, context: Tensor, frames: int,
+    def forward(self, h: Tensor, emb: Tensor, context: FrameContext, frames: int,
                 camera: Optional[LevelCamera]) -> Tensor:
         for layer in self:
             if isinstance(layer, ResBlock):
                 h = layer(h, emb, frames)
             elif isinstance(layer, SpatialTransformer):
-                h = layer(h, context)
+                h = layer(h, context.keys_values(layer))
             elif isinstance(layer, TemporalTransformer):
                 h = layer(h, frames, camera)
             else:
@@ -127,6 +149,8 @@ class UNet3D(nn.Module):
         self.output_blocks = nn.ModuleList(output_blocks)
 
         self.out = nn.Sequential(GroupNorm32(groups, ch), nn.SiLU(), nn.Conv2d(mc, p.out_channels, 3, padding=1))
+        # [(context seen, its FrameContext)] while a `context_cache()` block is open, else None.
+        self._context_cache: Optional[list[tuple[Tensor, FrameContext]]] = None
 
     def _temporal_block(self, dim: int, heads: int, head_dim: int) -> TemporalBlock:
         p = self.params
@@ -153,7 +177,43 @@ class UNet3D(nn.Module):
             return torch.cat([text, image], dim=1)
         return context.repeat_interleave(frames, dim=0)
 
-    def _level_camera(self, camera: Optional[CameraCondition], level: int) -> Optional[LevelCamera]:
+    def split_context(self, context: Tensor, frames: int) -> FrameContext:
+        """(B, text + 16*T, D) -> text (B, text, D) and per-frame image tokens (B*T, 16, D), the
+        split `frame_context` makes; any other length: text and the rest, shared by all frames."""
+        p = self.params
+        b, length, d = context.shape
+        text, image = context[:, : p.text_tokens], context[:, p.text_tokens:]
+        if length == p.text_tokens + frames * p.image_tokens_per_frame:
+            image = image.reshape(b * frames, p.image_tokens_per_frame, d)
+        return FrameContext(text, image, frames)
+
+    @contextmanager
+    def context_cache(self) -> Iterator[None]:
+        """Within this block (one sampling call), `forward` reuses the cross-attention keys and
+        values of any context it has already seen (equal values, shape, dtype and device, same
+        frame count) instead of recomputing them at every step: the prompt and image tokens are
+        fixed per video, so only the UNet batches (cond+uncond, single branches) differ. The
+        weights must not change inside the block; leaving it drops the cache."""
+        previous = self._context_cache
+        self._context_cache = []
+        try:
+            yield
+        finally:
+            self._context_cache = previous
+
+    def _frame_context(self, context: Tensor, frames: int) -> FrameContext:
+        if self._context_cache is None:
+            return self.split_context(context, frames)
+        for seen, prepared in self._context_cache:
+            if (seen.shape == context.shape and seen.dtype == context.dtype and seen.device == context.device
+                    and prepared.frames == frames and torch.equal(seen, context)):
+                return prepared
+        prepared = self.split_context(context, frames)
+        self._context_cache.append((context.clone(), prepared))
+        return prepared
+
+    def _level_camera(self, camera: Optional[CameraCondition], level: int,
+                      grids: dict[int, tuple[int, int]]) -> Optional[LevelCamera]:
         if camera is None:
             return None
         index = int(math.log2(level))
@@ -161,6 +221,7 @@ class UNet3D(nn.Module):
             pose=None if camera.pose_features is None else camera.pose_features[index],
             mask=None if camera.epipolar_masks is None else camera.epipolar_masks.get(level),
             motion_rt=camera.motion_rt,
+            attention=camera.attention_mask(level, grids[level], self.dtype) if level in grids else None,
         )
 
     def forward(self, x: Tensor, timesteps: Tensor, context: Tensor, fs: Optional[Tensor] = None,
@@ -187,19 +248,24 @@ class UNet3D(nn.Module):
                 fs = torch.full((b,), p.default_fs, dtype=torch.long, device=x.device)
             emb = emb + self.fps_embedding(timestep_embedding(fs, p.model_channels).to(dtype))
         emb = emb.repeat_interleave(frames, dim=0)
-        context = self.frame_context(context.to(dtype), frames)
+        ctx = self._frame_context(context.to(dtype), frames)
+        # (h, w) of the token map at each level (the stride-2 convs round up).
+        grids, (gh, gw) = {}, (height, width)
+        for level in (1, 2, 4, 8, 16, 32):
+            grids[level] = (gh, gw)
+            gh, gw = (gh + 1) // 2, (gw + 1) // 2
 
         h = x.to(dtype).transpose(1, 2).reshape(b * frames, -1, height, width)
         skips = []
         for i, stage in enumerate(self.input_blocks):
-            h = stage(h, emb, context, frames, self._level_camera(camera, stage.level))
+            h = stage(h, emb, ctx, frames, self._level_camera(camera, stage.level, grids))
             if i == 0:
-                h = self.init_attn(h, frames, self._level_camera(camera, 1) if p.camera == "motionctrl" else None)
+                h = self.init_attn(h, frames, self._level_camera(camera, 1, grids) if p.camera == "motionctrl" else None)
             skips.append(h)
-        h = self.middle_block(h, emb, context, frames, self._level_camera(camera, self.middle_block.level))
+        h = self.middle_block(h, emb, ctx, frames, self._level_camera(camera, self.middle_block.level, grids))
         for stage in self.output_blocks:
             h = torch.cat([h, skips.pop()], dim=1)
-            h = stage(h, emb, context, frames, self._level_camera(camera, stage.level))
+            h = stage(h, emb, ctx, frames, self._level_camera(camera, stage.level, grids))
         y = self.out(h)
         return y.view(b, frames, -1, height, width).transpose(1, 2).to(x.dtype)
 

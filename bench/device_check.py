@@ -402,7 +402,7 @@ def uav_x4_section(check: Check) -> dict[str, Any]:
 
 def fastdvdnet_golden_section(check: Check) -> dict[str, Any]:
     from core.models.fastdvdnet import denoise_sequence
-    from core.models.fastdvdnet_loader import load_fastdvdnet
+    from core.models.fastdvdnet import load_fastdvdnet
 
     d, dev = GOLDEN / "fastdvdnet", check.device
     noisy = np.load(d / "noisy_f32_THWC.npy")

@@ -293,6 +293,14 @@ class Studio:
         """Block until the job ends; its final info."""
         return self.jobs.wait(job_id, timeout)
 
+    def job_events(self, job_id: str) -> list[JobEvent]:
+        """The job's events so far (a copy of its log)."""
+        return self.jobs.events(job_id)
+
+    def job_of_run(self, run_id: str) -> str | None:
+        """The id of this server's job that writes run `run_id`, if it has one."""
+        return self.jobs.find_run(run_id)
+
     @property
     def rates(self):
         """Measured seconds per unit of work on this machine (ETAs), in settings.rates_file if set."""
@@ -557,3 +565,9 @@ class Studio:
 
         return detect_file(path, installation_key(self.settings.outputs))
 
+    def difference_video(self, a: str | os.PathLike, b: str | os.PathLike, out: str | os.PathLike):
+        """The per-frame |A - B| heat-map video of two clips written to `out` (core.compare:
+        size, per-frame mean differences); StudioError with the reason when they cannot be compared."""
+        from .compare import difference_video
+
+        return difference_video(a, b, out)

@@ -250,3 +250,20 @@ def test_walkthrough_progress_has_stage_and_eta_and_ends_at_one(tmp_path):
     assert any("frame 3/" in u.message and u.message.startswith("chain 1 of 1") for u in updates)
     assert all(u.eta_s is not None for u in updates if u.stage and u.stage.startswith("chain"))
     assert json.loads((tmp_path / "rates.json").read_text())["stage:nlmeans"] > 0
+
+
+def test_the_dashboard_reads_jobs_and_differences_through_the_studio(studio):
+    """The Runs tab, the API and the heat-map panel call these instead of reaching into the job
+    registry or core.compare."""
+    job = studio.submit_job(JobRequest(photo(), params=SMALL, chains=("none", "upscale")))
+    info = studio.wait_job(job, 60)
+    assert info.status == "complete"
+    assert studio.job_of_run(info.run_id) == job and studio.job_of_run("no-such-run") is None
+    log = studio.job_events(job)
+    assert log == studio.jobs.events(job) and log[-1].kind == "done"
+    videos = {e.chain: e.video for e in log if e.kind in ("generated", "chain")}
+    out = videos["none"].parent / "diff.mp4"
+    d = studio.difference_video(videos["none"], videos["upscale"], out)
+    assert out.is_file() and len(d.mean_abs) > 0 and max(d.mean_abs) > 0  # upscaled differs from native
+    with pytest.raises(StudioError):
+        studio.difference_video(videos["none"], out.parent / "missing.mp4", out.parent / "x.mp4")

@@ -48,7 +48,7 @@ def add_walkthrough_api(studio: Studio) -> None:
             studio.cancel(job)
             raise
         out: dict[str, Any] = {"run_id": info.run_id, "seed": seed, "chains": {}}
-        for ev in studio.jobs.events(job):
+        for ev in studio.job_events(job):
             if ev.kind in ("generated", "chain"):
                 native = ev.metrics["native"]
                 out["chains"][ev.chain] = {"video": str(ev.video), "size": ev.metrics["size"],

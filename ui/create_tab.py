@@ -208,7 +208,7 @@ def build_create_tab(studio: Studio, demo: gr.Blocks) -> CreateTab:
     quality_plot = gr.Plot(quality_figure({}), label="Motion-compensated and no-reference measures",
                            elem_id="quality-plot")
     table = gr.Markdown(elem_id="table")
-    build_compare_panel(results_state, table)
+    build_compare_panel(studio, results_state, table)
     # end metrics panel
     downloads = gr.File(label="Downloads", file_count="multiple", interactive=False)
     build_export_panel(studio, results_state)

@@ -247,14 +247,14 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-.")[:60] or "chain"
 
 
-def build_compare_panel(results_state: Any, trigger: Any) -> dict[str, Any]:
+def build_compare_panel(studio: Any, results_state: Any, trigger: Any) -> dict[str, Any]:
     """A "Difference heat map" accordion under the players: pick two chains of the shown run;
-    `core.compare` writes the per-frame |A - B| heat map next to the run's videos and it plays
-    here. The chain lists follow `trigger`'s change event (the results table: it changes with
+    `Studio.difference_video` writes the per-frame |A - B| heat map next to the run's videos and
+    it plays here. The chain lists follow `trigger`'s change event (the results table: it changes with
     every chain and run). Returns the components by name."""
     import gradio as gr
 
-    from core.compare import HEAT_MAX, difference_video
+    from core.compare import HEAT_MAX
     from core.errors import StudioError
 
     with gr.Accordion("Difference heat map between two chains", open=False, elem_id="diff-panel"):
@@ -277,7 +277,7 @@ def build_compare_panel(results_state: Any, trigger: Any) -> dict[str, Any]:
         pa, pb = Path(chains[ca]["video"]), Path(chains[cb]["video"])
         out = pa.parent / f"diff-{_slug(ca)}-vs-{_slug(cb)}.mp4"
         try:
-            d = difference_video(pa, pb, out)
+            d = studio.difference_video(pa, pb, out)
         except StudioError as exc:
             raise gr.Error(str(exc), print_exception=False)
         w, h = d.size

@@ -55,7 +55,7 @@ def build_runs_tab(studio: Studio, create: CreateTab, tabs: gr.Tabs, runs_tab: g
 
     def follow_opened_run(run_id, var, request: gr.Request, progress=gr.Progress()):
         """Runs tab → Show: a run still being written is followed live (its job on this server)."""
-        job = studio.jobs.find_run(run_id) if run_id else None
+        job = studio.job_of_run(run_id) if run_id else None
         if job is None or not studio.job_info(job).active:
             yield {}
             return

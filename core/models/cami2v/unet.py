@@ -202,7 +202,8 @@ class UNet3D(nn.Module):
             self._context_cache = previous
 
     def _frame_context(self, context: Tensor, frames: int) -> FrameContext:
-        if self._context_cache is None:
+        # Never while tracing (the OpenVINO export): cached keys/values would become constants.
+        if self._context_cache is None or torch.jit.is_tracing():
             return self.split_context(context, frames)
         for seen, prepared in self._context_cache:
             if (seen.shape == context.shape and seen.dtype == context.dtype and seen.device == context.device

@@ -27,7 +27,7 @@ import numpy as np
 from . import camera as cam
 from . import catalogue
 from . import longshot
-from .catalogue import BUILTIN_MODELS, ROLE_KIND, STAGE_KINDS  # noqa: F401 - BUILTIN_MODELS, ROLE_KIND re-exported
+from .catalogue import STAGE_KINDS
 from .catalogue import backend_hint, offered_backends  # noqa: F401 - re-exported for app.py
 from .contracts import CameraSpec, JobRequest, ModelInfo, StudioSettings  # noqa: F401 - re-exported
 from .contracts import basename as _basename
@@ -40,11 +40,10 @@ from .jobs import JobEvent, JobInfo, JobRegistry, ProgressUpdate  # JobEvent: re
 from .licences import check_commercial
 from .postprocess import chains as chainlib
 from .params import resolve_params
-from .photo import MAX_ASPECT, check_photo as _check_image  # noqa: F401 - MAX_ASPECT re-exported
+from .photo import check_photo as _check_image
 from .postprocess.base import Stage
 from .progress import Progress, ProgressFn, as_progress
 from .registry import FETCH_COMMAND, Availability, ModelEntry, Registry
-from .fileio import jsonable as _jsonable  # noqa: F401 - the old name, kept for callers
 from .jobplan import stages_for
 from .walkthrough import run_walkthrough
 

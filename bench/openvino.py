@@ -1,4 +1,4 @@
-"""PyTorch fp32 vs OpenVINO fp32 vs OpenVINO int8-weights on the CPU, side by side.
+"""PyTorch fp32 against the OpenVINO backends on the CPU, side by side.
 
 Weight-rule CamI2V-256 (no download), 256x256 x 16 frames, an orbit camera path:
 
@@ -6,22 +6,28 @@ Weight-rule CamI2V-256 (no download), 256x256 x 16 frames, an orbit camera path:
 * one `--steps`-step generation: DDIM with batched CFG through the same denoiser adapter and
   sampler as the studio (`core.sampling`), then the VAE decode, median of `--gen-repeat` runs.
 
-The conditioning is built once in PyTorch and shared by the three backends: the photo's VAE
-latent and the camera condition (pose encoder + epipolar masks) from the real modules, the text
-and image tokens as fixed random tensors of the right shape (the CLIP towers run once per video
-and are not part of what the backends change; leaving them out keeps the run under 8 GiB).
+Backends (phases): torch; openvino (fp32 weights, f32 compute: the exact one); openvino-int8 (as
+shipped: int8 weights, bf16 compute where the CPU has it); and two overrides from the same IR
+that show where the speed comes from, openvino-bf16 (fp32 weights, bf16 compute) and
+openvino-int8-f32 (int8 weights, f32 compute).
 
-Each backend runs in its own process, one after the other (PyTorch first; it also converts the
-UNet to OpenVINO IR in the cache), so that peak memory is each backend's own and the run never
-holds two copies of the 6 GB UNet. Printed: seconds, ratio to PyTorch, peak RSS, the UNet
+The conditioning is built once in PyTorch and shared by every backend: the photo's VAE latent
+and the camera condition (pose encoder + epipolar masks) from the real modules, the text and
+image tokens as fixed random tensors of the right shape (the CLIP towers run once per video and
+are not part of what the backends change).
+
+Every step runs in its own process, one after the other: torch, then the conversion to OpenVINO
+IR (one process per batch size, 1 for the forward and 2 for CFG), then each OpenVINO backend, so
+that peak memory is each step's own. Printed: seconds, ratio to PyTorch, peak RSS, the UNet
 output error, PSNR of the decoded frames against PyTorch fp32, and the study's temporal MSE,
 sharpness (Laplacian variance) and brightness (mean grey) of each video.
 
-Memory: the PyTorch phase peaks at ~9 GiB (the 6 GB UNet plus activations); converting the full
-UNet to OpenVINO (trace + convert) went past 15 GiB and was stopped on a 24 GiB machine shared by
-others: run the full comparison where ~20 GiB are free.
+Memory and time on a 2-core AMX Xeon (24 GiB): the PyTorch phase peaks at 9.7 GiB; converting
+the UNet at batch 2 took 7.3 min and 18.7 GiB (batch 1: about 3 min, 15 GiB); two conversions
+in one process went past 21 GiB. The OpenVINO phases peak at 10-17 GiB (the memory-mapped IR
+counts). The whole run took about 50 minutes.
 
-    python -m bench.openvino                  # the full comparison (an hour or more on 2 cores)
+    python -m bench.openvino                  # the full comparison (needs ~20 GiB free)
     python -m bench.openvino --tiny --steps 2 # smoke test with the tiny config
 """
 
@@ -41,7 +47,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-PHASES = ("torch", "openvino", "openvino-int8")
+# OpenVINO phases are "<backend>[-bf16|-f32]": the backend as shipped ("openvino": f32 compute;
+# "openvino-int8": int8 weights, bf16 compute where the CPU has it), or with its compute precision
+# overridden, from the same IR.
+PHASES = ("torch", "openvino", "openvino-int8", "openvino-bf16", "openvino-int8-f32")
+STEPS = ("torch", "convert") + PHASES[1:]  # processes, in order
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -139,7 +149,7 @@ def generate(args, params, unet, decode_video, inputs) -> np.ndarray:
 
 def run_phase(args) -> None:
     """One backend in this process; writes <out>/<phase>.npz and <phase>.json."""
-    from core.models.openvino_backend import OpenVINOOptions, OpenVINOUNet, OpenVINOVideoDecoder, flatten_camera
+    from core.models.openvino_backend import OpenVINOOptions, OpenVINOUNet, OpenVINOVideoDecoder
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -151,13 +161,15 @@ def run_phase(args) -> None:
         model.pose_encoder = None  # only needed for the camera condition (frees 0.8 GB at full size)
         torch.save(inputs, inputs_file)
         unet, decode = model.unet, model.vae.decode_video
-        weights_id = None
     else:
         model = _build(args, ("vae",))
         meta = _build(args, ("unet",), device="meta")  # shapes only: the IR comes from the cache
         model.unet = meta.unet
         inputs = torch.load(inputs_file, weights_only=False)
-        opts = OpenVINOOptions.for_backend(args.phase, args.cache, threads=args.threads)
+        precision = next((x for x in ("bf16", "f32") if args.phase.endswith("-" + x)), None)
+        backend = args.phase.removesuffix(f"-{precision}") if precision else args.phase
+        opts = OpenVINOOptions.for_backend(backend, args.cache, threads=args.threads,
+                                           **({"precision": precision} if precision else {}))
         unet = OpenVINOUNet(model.unet, opts, weights_id=args.weights_id)
         decode = OpenVINOVideoDecoder(model.vae, opts)
     build_s = time.perf_counter() - t0
@@ -170,48 +182,72 @@ def run_phase(args) -> None:
         with torch.no_grad():
             return unet(p["x_fwd"], t_fwd, ctx1, p["fs"], p["camera"])
 
-    first_s = None
-    if args.phase != "torch":  # read and compile every shape outside the timed runs; report it apart
+    # OpenVINO reads and compiles a shape on its first call: done outside the timed runs and
+    # reported apart. The batch-1 graph (forwards) is released before the batch-2 one (CFG
+    # generation) is compiled, so the process never holds two compiled 6 GB UNets.
+    first_s = []
+    if args.phase != "torch":
         t0 = time.perf_counter()
         forward()
-        with torch.no_grad():
-            if args.cfg != 1.0:
-                x2 = torch.cat([p["x_fwd"], p["x_fwd"]])
-                unet(x2, t_fwd.expand(2), p["context"], p["fs"].expand(2), p["camera"])
-            decode(torch.zeros_like(p["x_T"][:, :, :4]), chunk=4)
-        first_s = time.perf_counter() - t0
+        first_s.append(time.perf_counter() - t0)
     times = []
     with PeakRSS() as mem_fwd:
         for _ in range(args.repeat):
             t0 = time.perf_counter()
             y = forward()
             times.append(time.perf_counter() - t0)
+    if args.phase != "torch":
+        unet.network.release()
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            if args.cfg != 1.0:
+                x2 = torch.cat([p["x_fwd"], p["x_fwd"]])
+                unet(x2, t_fwd.expand(2), p["context"], p["fs"].expand(2), p["camera"])
+            decode(torch.zeros_like(p["x_T"][:, :, :4]), chunk=4)
+        first_s.append(time.perf_counter() - t0)
     gen_times = []
     with PeakRSS() as mem_gen:
         for _ in range(args.gen_repeat):
             t0 = time.perf_counter()
             frames = generate(args, params, unet, decode, inputs)
             gen_times.append(time.perf_counter() - t0)
-    result = {"phase": args.phase, "build_s": build_s, "first_call_s": first_s,
+    result = {"phase": args.phase, "build_s": build_s, "first_call_s": first_s or None,
               "forward_s": times, "generate_s": gen_times,
               "peak_rss_forward_gib": mem_fwd.peak / 2**30, "peak_rss_generate_gib": mem_gen.peak / 2**30,
               "max_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
     np.savez(out / f"{args.phase}.npz", forward=y.numpy(), frames=frames)
     (out / f"{args.phase}.json").write_text(json.dumps(result, indent=1))  # kept if the conversion fails
 
-    if args.phase == "torch":  # convert for the other phases while the weights are here
-        t0 = time.perf_counter()
+    (out / f"{args.phase}.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result))
+
+
+def convert_phase(args) -> None:
+    """Convert the UNet to OpenVINO IR for one batch size (`--batch`: 1 for the forward, 2 for
+    CFG) into the cache, in a process of its own: the weights, the trace and the converter's graph
+    are all it holds, so its peak is one conversion's own (two conversions in one process went
+    past 21 GiB at 256x256 x 16; the int8 phase compresses this float IR, no second trace)."""
+    from core.models.openvino_backend import OpenVINOOptions, OpenVINOUNet, flatten_camera
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    p = torch.load(out / "inputs.pt", weights_only=False)
+    t0 = time.perf_counter()
+    with PeakRSS() as mem:
+        model = _build(args, ("unet",))
+        build_s = time.perf_counter() - t0
         opts = OpenVINOOptions.for_backend("openvino", args.cache, threads=args.threads)
         ov_unet = OpenVINOUNet(model.unet, opts, weights_id=args.weights_id)
-        for batch in ((1, 2) if args.cfg != 1.0 else (1,)):
-            layout, cam = flatten_camera(p["camera"])
-            x = p["x_fwd"].expand(batch, -1, -1, -1, -1).contiguous()
-            ov_unet.network.prepare(layout, [x, t_fwd.expand(batch).contiguous(), p["context"][:batch],
-                                             p["fs"].expand(batch).contiguous(), *[c.float() if c.is_floating_point()
-                                                                                  else c for c in cam]])
-        result["convert_s"] = time.perf_counter() - t0
-        del ov_unet, unet, model
-    (out / f"{args.phase}.json").write_text(json.dumps(result, indent=1))
+        t_fwd = torch.full((1,), 500, dtype=torch.long)
+        layout, cam = flatten_camera(p["camera"])
+        cam = [c.float() if c.is_floating_point() else c for c in cam]
+        batch = args.batch
+        x = p["x_fwd"].expand(batch, -1, -1, -1, -1).contiguous()
+        ov_unet.network.prepare(layout, [x, t_fwd.expand(batch).contiguous(), p["context"][:batch],
+                                         p["fs"].expand(batch).contiguous(), *cam])
+    result = {"phase": "convert", "batch": batch, "build_s": build_s, "convert_s": time.perf_counter() - t0 - build_s,
+              "conversions": ov_unet.network.conversions, "peak_rss_gib": mem.peak / 2**30}
+    (out / f"convert-b{batch}.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result))
 
 
@@ -220,7 +256,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
-def report(out: Path) -> str:
+def report(out: Path, steps: int = 4) -> str:
     from core.metrics import brightness, sharpness, temporal_mse
 
     res = {ph: json.loads((out / f"{ph}.json").read_text()) for ph in PHASES if (out / f"{ph}.json").is_file()}
@@ -228,7 +264,7 @@ def report(out: Path) -> str:
     ref = arrays["torch"]
     base_f = statistics.median(res["torch"]["forward_s"])
     base_g = statistics.median(res["torch"]["generate_s"])
-    rows = ["| backend | UNet forward s (x vs torch) | 4-step generation s (x vs torch) | peak RSS GiB | "
+    rows = [f"| backend | UNet forward s (x vs torch) | {steps}-step generation s (x vs torch) | peak RSS GiB | "
             "UNet out max abs err | PSNR vs torch dB | temporal MSE | sharpness | brightness |",
             "|---|---|---|---|---|---|---|---|---|"]
     for ph, r in res.items():
@@ -255,13 +291,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "outputs" / "bench-openvino"))
     ap.add_argument("--cache", default=str(ROOT / "ckpts" / "openvino-cache"))
-    ap.add_argument("--phase", choices=PHASES, default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--phases", default=",".join(PHASES), help="which backends to run (comma-separated)")
+    ap.add_argument("--phase", choices=STEPS, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)  # of a convert step
+    ap.add_argument("--phases", default=",".join(STEPS), help="which steps to run (comma-separated)")
     args = ap.parse_args(argv)
     args.weights_id = f"weight-rule:{args.preset}:{'tiny' if args.tiny else 'full'}"
     Path(args.out).mkdir(parents=True, exist_ok=True)
     if args.phase:
-        run_phase(args)
+        convert_phase(args) if args.phase == "convert" else run_phase(args)
         return
     from core.models.openvino_backend import require_openvino
 
@@ -270,11 +307,13 @@ def main(argv: list[str] | None = None) -> None:
               str(args.repeat), "--gen-repeat", str(args.gen_repeat), "--threads", str(args.threads), "--seed",
               str(args.seed), "--out", args.out, "--cache", args.cache] + (["--tiny"] if args.tiny else [])
     for ph in args.phases.split(","):
-        print(f"== {ph}", flush=True)
-        subprocess.run([sys.executable, "-m", "bench.openvino", *common, "--phase", ph], check=True, cwd=ROOT)
+        for batch in ((1, 2) if args.cfg != 1.0 else (1,)) if ph == "convert" else (1,):
+            print(f"== {ph}" + (f" (batch {batch})" if ph == "convert" else ""), flush=True)
+            subprocess.run([sys.executable, "-m", "bench.openvino", *common, "--phase", ph, "--batch", str(batch)],
+                           check=True, cwd=ROOT)
     print(f"{args.preset}{' (tiny)' if args.tiny else ''}, {args.steps} steps, CFG {args.cfg}, "
           f"{args.threads} threads; medians of {args.repeat} forwards / {args.gen_repeat} generations")
-    print(report(Path(args.out)))
+    print(report(Path(args.out), args.steps))
 
 
 if __name__ == "__main__":

@@ -351,8 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="auto")
     g.add_argument("--dtype", default="auto")
     g.add_argument("--backend", default="torch", choices=["torch", "openvino", "openvino-int8"],
-                   help="openvino(-int8): CamI2V and SVD compiled by OpenVINO for the CPU (optional package; "
-                        "the first run per size converts, later runs read ckpts/openvino-cache)")
+                   help="CamI2V and SVD through OpenVINO on the CPU (optional package): openvino computes in "
+                        "float32 and matches PyTorch; openvino-int8 uses int8 weights and bfloat16 where the CPU "
+                        "has it (about 3x faster). The first run per size converts (minutes, ~19 GiB at 256x256), "
+                        "later runs read ckpts/openvino-cache")
     g.set_defaults(func=cmd_generate)
 
     s = sub.add_parser("study", help="photos x camera moves x chains, resumable, with CSV/table/plots")

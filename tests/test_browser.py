@@ -57,6 +57,13 @@ def choose(page, elem_id: str, text: str) -> None:
 def test_generate_two_chains_and_caption(live_server, page, tmp_path):
     page.goto(live_server["url"], wait_until="load", timeout=120_000)
     page.wait_for_selector("#generate-btn", timeout=120_000)
+    # The blank metric panels arrive with the page load (not built at server start): titled axes
+    # and the "Generate to see" hint, before anything ran.
+    for plot in ("#psnr-plot", "#ssim-plot", "#quality-plot"):
+        page.wait_for_selector(f"{plot} .js-plotly-plot", timeout=60_000)
+        hint = page.evaluate(f"document.querySelector('{plot} .js-plotly-plot').layout.annotations"
+                             ".map(a => a.text).join(' ')")
+        assert "Generate to see" in hint, (plot, hint)
 
     page.set_input_files("#photo input[type=file]", str(REPO / "assets" / "examples" / "living_room.jpg"))
     page.wait_for_selector("#framing img", timeout=60_000)

@@ -4,6 +4,8 @@ video and the per-sampling-call context cache."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -99,11 +101,10 @@ def test_mask_prepared_once_per_video_and_dtype():
         y = model.unet(x, t, ctx, fs, cam)  # tiny tiles: the dense additive form
         assert not cam.attention_mask(2, (4, 4), torch.float32).gathered
         # the same masks in the gathered form, through the whole UNet, both CFG-like samples
-        gathered = C.CameraCondition(cam.variant, cam.batch, cam.frames, cam.pose_features, cam.epipolar_masks)
-        key = (2, (4, 4), torch.float32, False)
-        gathered._prepared[key] = EpipolarMask.prepare(cam.epipolar_masks[2], FRAMES, (4, 4), torch.float32,
-                                                       gather=True)
+        gathered = dataclasses.replace(cam, gather=True)  # the condition's own switch
         assert gathered.attention_mask(2, (4, 4), torch.float32).gathered
+        assert gathered.to(dtype=torch.float32).gather is True  # a moved condition keeps it
+        assert not dataclasses.replace(cam, gather=False).attention_mask(2, (4, 4), torch.float32).gathered
         y_gathered = model.unet(x, t, ctx, fs, gathered)
     torch.testing.assert_close(y_gathered, y, atol=1e-5, rtol=1e-5)
 

@@ -24,6 +24,7 @@ studio = Studio(StudioSettings(root=app.ROOT, models=app.ROOT / "models.json",
 after_studio = sorted(m for m in sys.modules if m.split(".")[0] == "torch")
 demo, _ = build_ui(studio)
 after_ui = sorted(m for m in sys.modules if m.split(".")[0] == "torch")
+figures_at_build = sorted(m for m in sys.modules if m.startswith("plotly.graph_objs._"))
 # what a page load runs: the runs and models tables, the chosen model's note and camera path
 handlers = {f.name: f for f in demo.fns.values()}
 for name in ("refresh_runs", "refresh_models", "model_changed", "update_camera"):
@@ -31,6 +32,7 @@ for name in ("refresh_runs", "refresh_models", "model_changed", "update_camera")
     fn.fn(*[getattr(c, "value", None) for c in fn.inputs])
 after_load = sorted(m for m in sys.modules if m.split(".")[0] == "torch")
 print(json.dumps({"studio": after_studio, "ui": after_ui, "load": after_load, "device": studio.device,
+                  "figures_at_build": figures_at_build,
                   "generators": [i.name for i in studio.model_infos("generator")]}))
 """
 
@@ -44,6 +46,8 @@ def test_building_the_dashboard_imports_no_torch(tmp_path):
     assert out["studio"] == [], "constructing Studio imported torch"
     assert out["ui"] == [], f"building the UI imported {out['ui'][:3]}"
     assert out["load"] == [], "a page load imported torch"
+    # the blank metric panels are drawn on page load, not built (plotly's figure classes) at start
+    assert out["figures_at_build"] == [], out["figures_at_build"][:3]
     assert out["device"] in ("cpu", "cuda")
     assert "cami2v-512" in out["generators"]  # the CamI2V entries were listed (their prompts read) too
 

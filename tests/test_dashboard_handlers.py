@@ -54,6 +54,16 @@ def outputs_by_label(fn, result: dict) -> dict[str, object]:
 
 # ------------------------------------------------------------------------------ one error line
 
+def test_queue_limits_are_set_by_build_ui(studio):
+    """One event per handler at a time and a bounded line, set before the components exist (the
+    start-up then builds the app once less)."""
+    from ui.app import build_ui
+
+    demo, _ = build_ui(studio, max_queue=5)
+    assert demo._queue.max_size == 5
+    assert demo._queue.default_concurrency_limit == 1
+
+
 def test_error_line_is_one_line_without_server_paths():
     exc = InputError("Cannot read /srv/app/gradio/abc123/notimage.png:\n  bad header")
     line = feedback.error_line(exc)

@@ -79,6 +79,24 @@ def test_backend_names_are_checked(tmp_path):
     assert offered_backends("cuda:0") == ("torch",)
 
 
+def test_backend_precisions():
+    """openvino computes in float32 (it reproduces PyTorch); openvino-int8 in bf16 exactly where
+    the CPU reports BF16 support."""
+    openvino = pytest.importorskip("openvino")
+    from core.models.openvino_backend import OpenVINOOptions
+
+    exact = OpenVINOOptions.for_backend("openvino")
+    assert (exact.weights, exact.precision, exact.compute_precision()) == ("fp32", "f32", "f32")
+    fast = OpenVINOOptions.for_backend("openvino-int8")
+    assert (fast.weights, fast.precision) == ("int8", "auto")
+    has_bf16 = "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    assert fast.compute_precision() == ("bf16" if has_bf16 else "f32")
+    assert fast.compile_config()["INFERENCE_PRECISION_HINT"] == fast.compute_precision()
+    assert OpenVINOOptions.for_backend("openvino-int8", precision="f32").compute_precision() == "f32"
+    with pytest.raises(ValueError, match="precision"):
+        OpenVINOOptions(precision="fp8")
+
+
 def test_cami2v_generation_reproduces_pytorch(ov_cache, photo):
     """2-step DDIM with batched CFG and the epipolar camera condition, then the VAE decode: the
     frames through OpenVINO match PyTorch's (float32 compute)."""
@@ -107,6 +125,12 @@ def test_cami2v_generation_reproduces_pytorch(ov_cache, photo):
     out2 = CamI2VPipeline(model, unet=again.unet, decode_video=again.decode_video).generate(req)
     assert again.unet.network.conversions == 0 and again.decode_video.network.conversions == 0
     np.testing.assert_array_equal(out2.frames, out.frames)
+    # release() frees the compiled models only: the next call compiles from the cache again
+    again.unet.network.release()
+    assert not again.unet.network._compiled
+    out3 = CamI2VPipeline(model, unet=again.unet, decode_video=again.decode_video).generate(req)
+    assert again.unet.network.conversions == 0 and len(again.unet.network._compiled) == 1
+    np.testing.assert_array_equal(out3.frames, out.frames)
     # other weights get another key
     other = _tiny_cami2v()
     with torch.no_grad():

@@ -35,9 +35,14 @@ from .tour_tab import build_tour_tab
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
 
-def build_ui(studio: Studio) -> tuple[gr.Blocks, dict[str, Any]]:
-    """Lay out the dashboard over `studio`; returns the Blocks and the launch() keywords."""
+def build_ui(studio: Studio, max_queue: int = 32) -> tuple[gr.Blocks, dict[str, Any]]:
+    """Lay out the dashboard over `studio`; returns the Blocks and the launch() keywords.
+    max_queue: most events waiting in the queue (the device queue's line included)."""
     with gr.Blocks(title="CamI2V Studio") as demo:
+        # Set before any component exists: queue() rebuilds the app from the whole config, which
+        # costs a start-up about 0.1 s once the ~400 blocks are there. Event limits are read
+        # when events arrive, so the default of 1 applies to every handler below.
+        demo.queue(max_size=max_queue, default_concurrency_limit=1)
         with gr.Row(elem_classes="header"):
             gr.Markdown("# CamI2V Studio\nOne interior photo → a camera-controlled walkthrough, "
                         "post-processed and compared side by side.")

@@ -28,7 +28,7 @@ from .camera_notes import camera_note as path_note_for
 from .feedback import request_user as _user
 from .feedback import (ClickBook, PhotoInput, camera_export_path, error_line, generator_caption, named_downloads,
                        status_error, status_note, status_ok)
-from .figures import camera_figure, metric_figure, quality_figure
+from .figures import camera_figure, empty_metric_figures, metric_figure, quality_figure
 from .forms import (CHAIN_HELP, KF_HEADERS, MODES, UI_CHAINS, _keyframe_rows, _rows_to_list,
                     adherence_markdown, camera_spec, cover_box, framing_preview, safe_stem, spec_component)
 from .players import SYNC_JS, Player, build_compare_panel, players_html
@@ -202,10 +202,12 @@ def build_create_tab(studio: Studio, demo: gr.Blocks) -> CreateTab:
                              "generator_rate")], value="native",
                            label="Measure temporal consistency", elem_id="variant")
     with gr.Row():
-        psnr_plot = gr.Plot(metric_figure({}, "tpsnr"), label="Temporal PSNR", elem_id="psnr-plot")
-        ssim_plot = gr.Plot(metric_figure({}, "tssim"), label="Temporal SSIM", elem_id="ssim-plot")
+        # empty until the page loads (reattach draws the blank axes): building plotly figures here
+        # would cost every server start a third of a second
+        psnr_plot = gr.Plot(label="Temporal PSNR", elem_id="psnr-plot")
+        ssim_plot = gr.Plot(label="Temporal SSIM", elem_id="ssim-plot")
     # metrics panel: motion-compensated + no-reference curves, and looking closely (ui/players.py)
-    quality_plot = gr.Plot(quality_figure({}), label="Motion-compensated and no-reference measures",
+    quality_plot = gr.Plot(label="Motion-compensated and no-reference measures",
                            elem_id="quality-plot")
     table = gr.Markdown(elem_id="table")
     build_compare_panel(studio, results_state, table)
@@ -521,10 +523,12 @@ def build_create_tab(studio: Studio, demo: gr.Blocks) -> CreateTab:
     def reattach(var, request: gr.Request, progress=gr.Progress()):
         """On page load: follow the newest running job (the user's own when logging in is on)."""
         job = newest_job(_user(request))
+        blank = dict(zip((psnr_plot, ssim_plot, quality_plot), empty_metric_figures()))
         if job is None:
-            yield {job_state: ""}
+            yield {job_state: "", **blank}
             return
-        yield {job_state: job.id, status: f"Re-attached to job `{job.id}` ({job.status})…"}
+        # the blank axes first, in the same stream as the job's curves, so they never overwrite them
+        yield {job_state: job.id, status: f"Re-attached to job `{job.id}` ({job.status})…", **blank}
         yield from follow_job(job.id, var, progress, user=_user(request))
 
     # ============================================================== wiring
@@ -573,8 +577,8 @@ def build_create_tab(studio: Studio, demo: gr.Blocks) -> CreateTab:
     job_outputs = [players, psnr_plot, ssim_plot, table, results_state, downloads, status, job_state]
     # One follower per page at a time: Generate and Show stop following an earlier job (the
     # job itself goes on).
-    reattached = demo.load(reattach, [variant], job_outputs, concurrency_limit=None, show_progress_on=[status],
-                           api_visibility="private")
+    reattached = demo.load(reattach, [variant], job_outputs + [quality_plot], concurrency_limit=None,
+                           show_progress_on=[status], api_visibility="private")
     generate_btn.click(run_generate, gen_inputs, job_outputs, concurrency_limit=None, api_name="generate",
                        show_progress_on=[status], cancels=[reattached])
     cancel_btn.click(cancel_job, [job_state], [status], queue=False)

@@ -6,6 +6,7 @@ tunnel on a cluster node without internet.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -166,3 +167,10 @@ def quality_figure(metrics_by_chain: Mapping[str, Mapping[str, Any]], variant: s
         fig.add_annotation(text="Generate to see the motion-compensated and no-reference measures",
                            showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
     return fig
+
+
+@functools.cache
+def empty_metric_figures() -> tuple[go.Figure, go.Figure, go.Figure]:
+    """The blank temporal PSNR, temporal SSIM and quality panels (built once, on the first page
+    load rather than at server start; never mutated)."""
+    return metric_figure({}, "tpsnr"), metric_figure({}, "tssim"), quality_figure({})

@@ -179,6 +179,9 @@ class CameraCondition:
     epipolar_masks: latent downsampling factor -> (Bc, 1, T*h*w, R + T*h*w) bool; levels not in
                     the dict run unmasked attention (CamI2V only).
     motion_rt:      (Bc, T, 12) relative w2c (MotionCtrl only).
+    gather:         how the masked attention runs: None lets `EpipolarMask.prepare` choose (by
+                    its rules; the dense additive mask for now), True the gathered tiles, False
+                    the dense mask. Outputs agree either way up to float summation order.
     Bc (`batch`) is 1 to share one camera across the whole UNet batch (both CFG branches) or
     equals the UNet batch.
 
@@ -193,6 +196,7 @@ class CameraCondition:
     pose_features: Optional[tuple[Tensor, ...]] = None
     epipolar_masks: Optional[dict[int, Tensor]] = None
     motion_rt: Optional[Tensor] = None
+    gather: Optional[bool] = None
     _prepared: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def attention_mask(self, level: int, grid: tuple[int, int], dtype: torch.dtype) -> Optional[EpipolarMask]:
@@ -203,7 +207,8 @@ class CameraCondition:
             return None
         key = (level, tuple(grid), dtype, torch.jit.is_tracing())
         if key not in self._prepared:
-            self._prepared[key] = EpipolarMask.prepare(self.epipolar_masks[level], self.frames, grid, dtype)
+            self._prepared[key] = EpipolarMask.prepare(self.epipolar_masks[level], self.frames, grid, dtype,
+                                                       gather=None if torch.jit.is_tracing() else self.gather)
         return self._prepared[key]
 
     def check_for(self, variant: str, batch: int, frames: int) -> None:
@@ -226,7 +231,7 @@ class CameraCondition:
             self.variant, self.batch, self.frames,
             None if self.pose_features is None else tuple(mv(f) for f in self.pose_features),
             None if self.epipolar_masks is None else {k: mv(m) for k, m in self.epipolar_masks.items()},
-            mv(self.motion_rt),
+            mv(self.motion_rt), self.gather,
         )
 
 

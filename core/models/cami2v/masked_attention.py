@@ -19,7 +19,8 @@ be cheaper than the dense scores (`GATHER_COST`, `GATHER_MAX_COST`): on CPU, wit
 shared by the batch (both CFG branches), never under tracing (an exporter needs static shapes).
 Everything else runs the dense additive mask. With GATHER_MAX_COST = 0.8, sideways, orbiting
 and crane moves (straight epipolar lines, few keys per tile) would gather at 20x32 and 10x16;
-push-ins, pans and static cameras, whose lines fan out, stay dense. It is 0 for now (see there).
+push-ins, pans and static cameras, whose lines fan out, stay dense. It is 0: whole forwards were
+no faster (see there).
 """
 
 from __future__ import annotations
@@ -39,10 +40,13 @@ TILE_QUERIES = (32, 320)
 # the dense one.
 GATHER_COST = 180.0
 # Use the gathered form only below this estimated share of the dense cost. 0: never chosen on
-# its own (only with gather=True). Per call it is faster at 20x32 (5.2 s against 8.7 s), yet two
-# paired full 16-frame UNet forwards were slower with it (192 s / 152 s against 118 s) for a
-# reason not found yet, so the dense additive mask stays the default until that is understood;
-# 0.8 is the value the cost model was fitted for.
+# its own (only with gather=True, or `CameraCondition.gather`). Per call at 20x32 it is faster
+# (5.2 s against 8.7 s), but in whole forwards it gains nothing: bench/epipolar_attention.py,
+# CamI2V-512 x 16 frames, orbit camera, 2-core CPU, nothing else running, warm runs: dense
+# 109.6 s, gathered 109.7 s / 114.6 s (outputs within 3.4e-6). The first forward of a process
+# cost about 27 s more (136.7 s, dense; allocation and page faults): a cold run on a shared
+# machine is the likely reason an earlier paired run looked slower with it. So the dense additive
+# mask stays the default; 0.8 is the value the cost model was fitted for.
 GATHER_MAX_COST = 0.0
 # Queries per batched SDPA call of the gathered form (bounds the gathered key/value memory).
 GATHER_QUERIES_PER_CALL = 512

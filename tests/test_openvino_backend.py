@@ -79,6 +79,31 @@ def test_backend_names_are_checked(tmp_path):
     assert offered_backends("cuda:0") == ("torch",)
 
 
+def test_conversion_short_of_memory_is_one_line(tmp_path, monkeypatch):
+    """Converting checks the free memory first: too little gives OutOfMemory with the figures and
+    what to do, and leaves nothing half-written in the cache (the server keeps serving)."""
+    from core import model_memory
+    from core.errors import OutOfMemory
+    from core.models.openvino_backend import CONVERT_MEMORY_FACTOR, OpenVINOOptions, OpenVINOUNet
+
+    pytest.importorskip("openvino")
+    model = _tiny_cami2v()
+    unet = OpenVINOUNet(model.unet, OpenVINOOptions(cache_dir=tmp_path / "short"))
+    need = CONVERT_MEMORY_FACTOR * model_memory.module_bytes(model.unet)
+    monkeypatch.setattr(model_memory, "available_ram", lambda: int(need) - 1)
+    p = model.params
+    lh, lw = p.latent_size
+    x = torch.zeros(1, 8, p.num_frames, lh, lw)
+    ctx = torch.zeros(1, p.unet.text_tokens + 16 * p.num_frames, p.unet.context_dim)
+    with pytest.raises(OutOfMemory) as err:
+        unet(x, torch.tensor([700]), ctx, torch.tensor([2]), None)
+    msg = str(err.value)
+    assert "\n" not in msg and "free memory" in msg and "--backend torch" in msg
+    assert not (tmp_path / "short").exists() or not any((tmp_path / "short").iterdir())
+    monkeypatch.setattr(model_memory, "available_ram", lambda: int(need) + 1)
+    assert unet(x, torch.tensor([700]), ctx, torch.tensor([2]), None).shape == (1, 4, p.num_frames, lh, lw)
+
+
 def test_backend_precisions():
     """openvino computes in float32 (it reproduces PyTorch); openvino-int8 in bf16 exactly where
     the CPU reports BF16 support."""

@@ -35,7 +35,8 @@ from typing import Any, Callable, Literal, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..errors import Unavailable
+from .. import model_memory
+from ..errors import OutOfMemory, Unavailable
 
 BACKENDS = ("torch", "openvino", "openvino-int8")
 MISSING_MESSAGE = ("The OpenVINO backend needs the optional package openvino: "
@@ -43,6 +44,12 @@ MISSING_MESSAGE = ("The OpenVINO backend needs the optional package openvino: "
 MISSING_NNCF = ("int8 weights need the optional package nncf: pip install nncf, "
                 "or use --backend openvino (float32 weights).")
 DEFAULT_CACHE = Path("ckpts") / "openvino-cache"
+# Converting needs this many times the network's weight bytes of free memory on top of the loaded
+# model (the trace, TorchScript's frozen graph and OpenVINO's graph): measured at 256x256 x 16
+# frames with CFG (bench/openvino.py), the 5.6 GiB CamI2V UNet took a process from 6.2 to
+# 18.7 GiB (2.2x); batch 1 took 1.6x. Checked before converting, so a machine short of memory
+# gets one line instead of the kernel killing the server.
+CONVERT_MEMORY_FACTOR = 2.3
 
 
 def require_openvino():
@@ -158,6 +165,7 @@ class CompiledNetwork:
         if fp32_path is not None and fp32_path.is_file() and fp32_path.with_suffix(".bin").is_file():
             model = ov.Core().read_model(fp32_path)  # compress the cached float graph: no second trace
         else:
+            self._check_memory()
             graph = self.make_graph(layout).eval()
             with torch.no_grad():
                 model = ov.convert_model(graph, example_input=tuple(inputs))
@@ -175,6 +183,16 @@ class CompiledNetwork:
         tmp.with_suffix(".bin").replace(path.with_suffix(".bin"))
         tmp.replace(path)
         self.conversions += 1
+
+    def _check_memory(self) -> None:
+        """OutOfMemory (one line) when converting would not fit in the free memory now."""
+        need = CONVERT_MEMORY_FACTOR * model_memory.module_bytes(self.source)
+        free = model_memory.available_ram()
+        if free < need:
+            raise OutOfMemory(
+                f"Converting {self.name} for OpenVINO needs about {need / 2**30:.1f} GiB of free memory "
+                f"(once; the result is cached), but {free / 2**30:.1f} GiB are free. Close other programs "
+                "and try again, or use --backend torch.")
 
     def prepare(self, layout: Any, inputs: Sequence[Tensor]) -> Path:
         """Convert (if not cached) without compiling; returns the IR path (benchmarks convert
